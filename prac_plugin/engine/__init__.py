@@ -1,0 +1,1 @@
+"""The training engine: data, models, schedules and the Accelerate training loop."""

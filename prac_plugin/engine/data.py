@@ -1,0 +1,345 @@
+"""Hugging Face image-classification datasets -> training / validation / test splits the engine can batch.
+
+Small datasets are decoded once into uint8 tensors and served from memory, with crop-with-padding and
+flips done on whole batches of tensors; larger ones stream through timm's transforms and a DataLoader.
+Every split keeps ``row_ids``: the row of each example in its source Hugging Face split, so that
+per-example statistics and index files refer to the dataset, not to a shuffled copy of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import PracError
+from ..recipes import DataSection
+from .builtin_datasets import load_builtin
+
+IMAGE_COLUMNS = ("image", "img")
+LABEL_COLUMNS = ("label", "labels", "fine_label")
+VALIDATION_SPLITS = ("validation", "valid", "val")
+IN_MEMORY_LIMIT_BYTES = 4 << 30
+
+
+@dataclass
+class ImageSplit:
+    """One split: labels and source row ids always in memory; images as uint8 NCHW or a HF dataset."""
+
+    name: str
+    labels: torch.Tensor
+    row_ids: torch.Tensor
+    images: Optional[torch.Tensor] = None
+    hf: Optional[datasets.Dataset] = None
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+
+@dataclass
+class DataBundle:
+    train: ImageSplit
+    val: Optional[ImageSplit]
+    test: Optional[ImageSplit]
+    num_classes: int
+    in_chans: int
+    image_size: tuple[int, int]
+    image_column: str
+    label_column: str
+    in_memory: bool
+    class_names: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+# -- loading --------------------------------------------------------------------------------------
+def load_source(cfg: DataSection) -> datasets.DatasetDict:
+    """All splits of the configured dataset (``datasets.load_dataset`` or a built-in)."""
+    if cfg.path.startswith("builtin:"):
+        return load_builtin(cfg.path.split(":", 1)[1], cfg.data_dir)
+    try:
+        loaded = datasets.load_dataset(
+            cfg.path, cfg.name, data_dir=cfg.data_dir, data_files=cfg.data_files, revision=cfg.revision, cache_dir=cfg.cache_dir
+        )
+    except Exception as exc:  # datasets raises many types (FileNotFoundError, DatasetNotFoundError, ConnectionError...)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PracError(f"data.path {cfg.path!r} could not be loaded with datasets.load_dataset: {first_line}") from None
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({"train": loaded})
+    return loaded
+
+
+def detect_column(ds: datasets.Dataset, wanted: Optional[str], candidates: tuple[str, ...], role: str) -> str:
+    columns = list(ds.column_names)
+    if wanted is not None:
+        if wanted not in columns:
+            raise PracError(f"data.{role}_column {wanted!r} is not a column of the dataset; columns: {', '.join(columns)}")
+        return wanted
+    for name in candidates:
+        if name in columns:
+            return name
+    raise PracError(
+        f"dataset has no {role} column (looked for {', '.join(candidates)}; columns: {', '.join(columns)}); "
+        f"set data.{role}_column"
+    )
+
+
+def _split(source: datasets.DatasetDict, name: str, role: str) -> datasets.Dataset:
+    if name not in source:
+        raise PracError(f"data.{role}_split {name!r} is not a split of the dataset; splits: {', '.join(source)}")
+    return source[name]
+
+
+def _labels(ds: datasets.Dataset, column: str) -> torch.Tensor:
+    values = ds.with_format("numpy")[column]
+    values = np.asarray(values)
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+        raise PracError(f"label column {column!r} must hold one integer class per row (found {values.dtype}, shape {values.shape})")
+    return torch.from_numpy(values.astype(np.int64))
+
+
+def _image_mode(ds: datasets.Dataset, column: str) -> str:
+    first = ds[0][column]
+    return "L" if getattr(first, "mode", "RGB") in ("1", "L", "I", "I;16", "F") else "RGB"
+
+
+def _decode(ds: datasets.Dataset, column: str, chunk: int = 2048) -> np.ndarray:
+    """All images of ``ds`` as one uint8 array (N, H, W, C); raises ValueError when sizes differ."""
+    feature = ds.features[column]
+    if isinstance(feature, datasets.Image):
+        mode = _image_mode(ds, column)
+        parts = []
+        for start in range(0, len(ds), chunk):
+            batch = ds[start : start + chunk][column]
+            parts.append(np.stack([np.asarray(img.convert(mode)) for img in batch]))  # ValueError if sizes differ
+        array = np.concatenate(parts)
+    else:
+        array = np.asarray(ds.with_format("numpy")[column])
+        if array.dtype == object:
+            raise ValueError("images of different shapes")
+        if array.dtype != np.uint8:
+            array = np.clip(array if array.max() > 1.0 else array * 255.0, 0, 255).astype(np.uint8)
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4:
+        raise PracError(f"image column {column!r} decodes to shape {array.shape[1:]}, not an image")
+    if array.shape[1] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):  # stored channel-first
+        array = array.transpose(0, 2, 3, 1)
+    return array
+
+
+def _estimate_bytes(ds: datasets.Dataset, column: str) -> int:
+    sample = _decode(ds.select(range(min(4, len(ds)))), column)
+    return int(np.prod(sample.shape[1:])) * len(ds)
+
+
+def _to_tensor(array: np.ndarray, image_size: Optional[int]) -> torch.Tensor:
+    images = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
+    if image_size is not None and tuple(images.shape[-2:]) != (image_size, image_size):
+        resized = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+        images = resized.round().clamp(0, 255).to(torch.uint8)
+    return images
+
+
+def _carve_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if not 0.0 < fraction < 1.0:
+        raise PracError(f"data.val_fraction = {fraction} must be in (0, 1), or 0 for no validation set")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    n_val = max(1, round(n * fraction))
+    return order[n_val:].sort().values, order[:n_val].sort().values
+
+
+def load_data(cfg: DataSection) -> DataBundle:
+    """Load, split and (when small enough) decode the dataset described by ``cfg``."""
+    source = load_source(cfg)
+    train_full = _split(source, cfg.train_split, "train")
+    if len(train_full) == 0:
+        raise PracError(f"training split {cfg.train_split!r} of data.path {cfg.path!r} is empty")
+    image_column = detect_column(train_full, cfg.image_column, IMAGE_COLUMNS, "image")
+    label_column = detect_column(train_full, cfg.label_column, LABEL_COLUMNS, "label")
+
+    # validation: a named split, a detected one, or a seeded fraction of the training split
+    info: dict = {"path": cfg.path, "config": cfg.name, "revision": cfg.revision, "train_split": cfg.train_split}
+    val_name = cfg.val_split or next((s for s in VALIDATION_SPLITS if s in source and s != cfg.train_split), None)
+    train_rows = torch.arange(len(train_full))
+    val_rows = None
+    if val_name is not None:
+        val_ds = _split(source, val_name, "val")
+        info["val_split"] = val_name
+    elif cfg.val_fraction is None:
+        raise PracError(
+            f"dataset has no validation split (splits: {', '.join(source)}) and data.val_fraction is not set; "
+            "set data.val_fraction (e.g. 0.1), data.val_split, or 0 for no validation set"
+        )
+    elif cfg.val_fraction == 0:
+        val_ds = None
+    else:
+        train_rows, val_rows = _carve_validation(len(train_full), cfg.val_fraction, cfg.split_seed)
+        val_ds = train_full
+        info.update(val_split=f"{cfg.train_split}[{cfg.val_fraction:g} seeded]", val_fraction=cfg.val_fraction, split_seed=cfg.split_seed)
+    test_name = cfg.test_split or ("test" if "test" in source and cfg.train_split != "test" else None)
+    test_ds = _split(source, test_name, "test") if test_name else None
+    info["test_split"] = test_name
+
+    in_memory = cfg.in_memory
+    if in_memory == "auto":
+        try:
+            in_memory = _estimate_bytes(train_full, image_column) <= IN_MEMORY_LIMIT_BYTES
+        except ValueError:
+            in_memory = False
+
+    def make(name: str, ds: datasets.Dataset, rows: Optional[torch.Tensor]) -> ImageSplit:
+        labels = _labels(ds, label_column)
+        rows = torch.arange(len(ds)) if rows is None else rows
+        labels = labels[rows]
+        if in_memory:
+            try:
+                array = _decode(ds, image_column)
+            except ValueError:
+                raise PracError(f"images of split {name!r} differ in size; set data.in_memory: false or data.image_size") from None
+            return ImageSplit(name, labels, rows, images=_to_tensor(array, cfg.image_size)[rows])
+        return ImageSplit(name, labels, rows, hf=ds)
+
+    train = make("train", train_full, train_rows)
+    val = make("val", val_ds, val_rows) if val_ds is not None else None
+    test = make("test", test_ds, None) if test_ds is not None else None
+
+    feature = train_full.features[label_column]
+    class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else []
+    num_classes = len(class_names) if class_names else int(train.labels.max()) + 1
+    if train.images is not None:
+        in_chans, image_size = int(train.images.shape[1]), tuple(train.images.shape[2:])
+    else:
+        in_chans = 1 if _image_mode(train_full, image_column) == "L" else 3
+        image_size = (cfg.image_size, cfg.image_size) if cfg.image_size else tuple(np.asarray(train_full[0][image_column]).shape[:2])
+    info.update(
+        sizes={"train": len(train), "val": len(val) if val else 0, "test": len(test) if test else 0},
+        image_column=image_column, label_column=label_column, in_memory=bool(in_memory),
+        num_classes=num_classes, in_chans=in_chans, image_size=list(image_size),
+    )
+    return DataBundle(train, val, test, num_classes, in_chans, image_size, image_column, label_column, bool(in_memory), class_names, info)
+
+
+# -- normalization ----------------------------------------------------------------------------------
+def resolve_normalization(cfg: DataSection, bundle: DataBundle, model: torch.nn.Module) -> tuple[list[float], list[float], str]:
+    """Per-channel (mean, std) in [0, 1] units and where they came from."""
+    mode = cfg.normalize
+    if isinstance(mode, dict):
+        if set(mode) != {"mean", "std"}:
+            raise PracError(f"data.normalize mapping needs exactly the keys mean and std, got {sorted(mode)}")
+        mean, std = [float(v) for v in mode["mean"]], [float(v) for v in mode["std"]]
+        source = "recipe"
+    else:
+        if mode == "auto":
+            mode = "dataset" if bundle.in_memory else "model"
+        if mode == "none":
+            mean, std = [0.0] * bundle.in_chans, [1.0] * bundle.in_chans
+        elif mode == "model":
+            pretrained = getattr(model, "pretrained_cfg", None) or {}
+            mean, std = list(pretrained.get("mean", (0.485, 0.456, 0.406))), list(pretrained.get("std", (0.229, 0.224, 0.225)))
+        else:
+            images = bundle.train.images
+            if images is None:  # streamed: estimate from the first images
+                array = _decode(bundle.train.hf.select(range(min(2048, len(bundle.train.hf)))), bundle.image_column)
+                images = torch.from_numpy(array).permute(0, 3, 1, 2)
+            flat = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255.0
+            mean, std = flat.mean(1).tolist(), flat.std(1).clamp_min(1e-6).tolist()
+        source = mode
+    if len(mean) != bundle.in_chans:  # e.g. a 3-channel pretrained config on grayscale data
+        mean, std = [sum(mean) / len(mean)] * bundle.in_chans, [sum(std) / len(std)] * bundle.in_chans
+    return mean, std, source
+
+
+# -- batching ----------------------------------------------------------------------------------------
+def augment_batch(images: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip for a whole uint8 batch at once."""
+    n, _, h, w = images.shape
+    if padding > 0:
+        padded = F.pad(images, (padding, padding, padding, padding))
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
+        rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+        batch_index = torch.arange(n, device=images.device)[:, None, None, None]
+        channel_index = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+        images = padded[batch_index, channel_index, rows, cols]
+    if hflip:
+        flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return images
+
+
+class _HFImages(torch.utils.data.Dataset):
+    """Map-style view of a HF split yielding (transformed image, label, position) for timm transforms."""
+
+    def __init__(self, split: ImageSplit, column: str, mode: str, transform):
+        self.split, self.column, self.mode, self.transform = split, column, mode, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, position: int):
+        row = int(self.split.row_ids[position])
+        image = self.split.hf[row][self.column]
+        if not hasattr(image, "convert"):
+            from PIL import Image
+
+            image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+        return self.transform(image.convert(self.mode)), self.split.labels[position], position
+
+
+class BatchSource:
+    """Yields (normalized float images, labels, positions) batches of one split on a device."""
+
+    def __init__(self, split: ImageSplit, bundle: DataBundle, cfg: DataSection, mean, std, device: torch.device,
+                 rank: int = 0, world_size: int = 1):
+        self.split, self.cfg, self.device = split, cfg, device
+        self.image_column = bundle.image_column
+        self.rank, self.world_size = rank, world_size
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.images = split.images.to(device) if split.images is not None else None
+        self.labels = split.labels.to(device)
+        self._transforms = {}
+        if self.images is None:
+            from timm.data import create_transform
+
+            size = (bundle.in_chans, *bundle.image_size)
+            for training in (True, False):
+                self._transforms[training] = create_transform(
+                    size, is_training=training, mean=tuple(mean), std=tuple(std),
+                    hflip=0.5 if cfg.augment.hflip else 0.0, scale=(0.08, 1.0) if training else None,
+                )
+            self._mode = "L" if bundle.in_chans == 1 else "RGB"
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255.0 - self.mean) / self.std
+
+    def batches(self, positions: torch.Tensor, batch_size: int, training: bool, generator: Optional[torch.Generator] = None,
+                start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Batches over ``positions`` in the given order; this process's share of each global batch."""
+        chunks = torch.split(positions, batch_size)[start_batch:]
+        chunks = [c[self.rank :: self.world_size] for c in chunks]
+        if self.images is not None:
+            for chunk in chunks:
+                index = chunk.to(self.device)
+                images = self.images[index]
+                if training and (self.cfg.augment.random_crop_padding or self.cfg.augment.hflip):
+                    images = augment_batch(images, self.cfg.augment.random_crop_padding, self.cfg.augment.hflip, generator)
+                yield self._normalize(images), self.labels[index], index
+            return
+        dataset = _HFImages(self.split, self.image_column, self._mode, self._transforms[training])
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+        )
+        for images, labels, index in loader:
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True), index.to(self.device)
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)

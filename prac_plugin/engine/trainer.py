@@ -1,0 +1,164 @@
+"""The one training loop every strategy uses, on Accelerate.
+
+Per step it sets the learning rate from the step number, runs forward/backward (mixed precision through
+Accelerate), masks gradients of pruned weights, steps the optimizer and re-applies the mask. Losses and
+accuracies accumulate as device tensors and are read once per epoch: no host sync per step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from timm.optim import create_optimizer_v2
+from tqdm.auto import tqdm
+
+from ..masks import MaskEnforcer
+from ..recipes import TrainSection
+from .data import BatchSource, num_batches
+from .schedule import lr_factor
+
+BatchObserver = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+StepCallback = Callable[[torch.nn.Module, torch.optim.Optimizer], None]
+
+
+@dataclass
+class LevelSchedule:
+    """Length of one level's training: steps per epoch over its examples, and the total step count."""
+
+    steps_per_epoch: int
+    total_steps: int
+
+    @classmethod
+    def for_examples(cls, num_examples: int, batch_size: int, epochs: int) -> "LevelSchedule":
+        spe = num_batches(num_examples, batch_size)
+        return cls(spe, spe * epochs)
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    examples: int = 0
+    wall_time: float = 0.0
+    train_loss: float = float("nan")
+    train_acc: float = float("nan")
+    history: list = field(default_factory=list)
+
+
+def create_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.Optimizer:
+    """timm's optimizer factory with the recipe's settings (SGD, SGD+Nesterov, Adam, AdamW)."""
+    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "filter_bias_and_bn": not cfg.decay_norm_and_bias}
+    if cfg.optimizer == "sgd":
+        name = "nesterov" if cfg.nesterov else "momentum"
+        kwargs["momentum"] = cfg.momentum
+    else:
+        name = cfg.optimizer
+    return create_optimizer_v2(model, opt=name, **kwargs)
+
+
+def _epoch_seed(seed: int, level: int, epoch: int) -> int:
+    return (seed * 1_000_003 + level * 10_007 + epoch) % (2**63)
+
+
+class Trainer:
+    def __init__(self, accelerator: Accelerator, cfg: TrainSection, sources: dict[str, BatchSource]):
+        self.accelerator, self.cfg, self.sources = accelerator, cfg, sources
+
+    def _set_lr(self, optimizer, base_lrs: list[float], step: int, schedule: LevelSchedule) -> None:
+        cfg = self.cfg
+        factor = lr_factor(step, schedule.total_steps, schedule.steps_per_epoch, cfg.schedule, cfg.milestones, cfg.gamma, cfg.warmup_steps)
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * factor
+
+    def train(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        enforcer: MaskEnforcer,
+        positions: torch.Tensor,
+        schedule: LevelSchedule,
+        start_step: int = 0,
+        level: int = 0,
+        step_callbacks: Optional[dict[int, StepCallback]] = None,
+        observer: Optional[BatchObserver] = None,
+        desc: str = "train",
+    ) -> TrainResult:
+        """Train ``model`` on ``positions`` of the training split from ``start_step`` to the schedule's end."""
+        acc, cfg, source = self.accelerator, self.cfg, self.sources["train"]
+        callbacks = step_callbacks or {}
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
+        unwrapped = acc.unwrap_model(model)
+        result = TrainResult()
+        started = time.perf_counter()
+        model.train()
+        step = start_step
+        if step in callbacks:
+            callbacks[step](unwrapped, optimizer)
+        bar = tqdm(total=schedule.total_steps - start_step, desc=desc, disable=not acc.is_local_main_process, leave=True, dynamic_ncols=True)
+        while step < schedule.total_steps:
+            epoch, offset = divmod(step, schedule.steps_per_epoch)
+            generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, level, epoch))
+            order = positions[torch.randperm(len(positions), generator=generator)]
+            loss_sum = torch.zeros((), device=acc.device)
+            correct = torch.zeros((), device=acc.device, dtype=torch.long)
+            seen = 0
+            for images, labels, index in source.batches(order, cfg.batch_size, True, generator, start_batch=offset):
+                self._set_lr(optimizer, base_lrs, step, schedule)
+                logits = model(images)
+                loss = F.cross_entropy(logits, labels)
+                if observer is not None:
+                    observer(logits.detach(), labels, index)
+                optimizer.zero_grad(set_to_none=True)
+                acc.backward(loss)
+                enforcer.mask_gradients()
+                if cfg.grad_clip:
+                    acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                enforcer.apply()
+                step += 1
+                seen += labels.numel()
+                loss_sum += loss.detach().float() * labels.numel()
+                correct += (logits.detach().argmax(1) == labels).sum()
+                bar.update(1)
+                if step in callbacks:
+                    callbacks[step](unwrapped, optimizer)
+                if step >= schedule.total_steps:
+                    break
+            totals = acc.reduce(torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=acc.device)]), "sum")
+            epoch_loss, epoch_acc = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+            result.examples += int(totals[2].item())
+            record = {"epoch": epoch + 1, "step": step, "train_loss": epoch_loss, "train_acc": epoch_acc}
+            if cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0 and "val" in self.sources and step < schedule.total_steps:
+                record["val_loss"], record["val_acc"] = self.evaluate(model, "val")
+            result.history.append(record)
+            acc.log({f"level_{level:02d}/{k}": v for k, v in record.items() if k not in ("epoch", "step")}, step=step)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.3f}", acc=f"{epoch_acc:.3f}")
+        bar.close()
+        result.steps = step - start_step
+        result.wall_time = time.perf_counter() - started
+        if result.history:
+            result.train_loss, result.train_acc = result.history[-1]["train_loss"], result.history[-1]["train_acc"]
+        return result
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, split: str) -> tuple[float, float]:
+        """(mean cross-entropy, accuracy) of ``model`` on a split, in eval mode, summed over processes."""
+        acc, source = self.accelerator, self.sources[split]
+        was_training = model.training
+        model.eval()
+        loss_sum = torch.zeros((), device=acc.device)
+        correct = torch.zeros((), device=acc.device)
+        count = torch.zeros((), device=acc.device)
+        positions = torch.arange(len(source.split))
+        for images, labels, _ in source.batches(positions, self.cfg.eval_batch_size, training=False):
+            logits = model(images).float()
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            correct += (logits.argmax(1) == labels).sum()
+            count += labels.numel()
+        totals = acc.reduce(torch.stack([loss_sum, correct, count]), "sum")
+        model.train(was_training)
+        return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()

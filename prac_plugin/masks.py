@@ -1,0 +1,181 @@
+"""Ticket masks: which weights survive, magnitude pruning, and keeping pruned weights exactly zero.
+
+A `TicketMask` maps parameter names (e.g. ``layer1.0.conv1.weight``) to boolean tensors. It lives outside
+the model, so the model's state_dict stays clean and a ticket loads with timm's ``load_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .errors import PracError
+from .io import atomic_save_safetensors, load_safetensors
+
+PRUNABLE_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+SCOPES = ("global", "layer")
+
+
+def _matches(patterns: Iterable[str], param_name: str) -> bool:
+    module_name = param_name.rsplit(".", 1)[0]
+    return any(fnmatch(param_name, p) or fnmatch(module_name, p) for p in patterns)
+
+
+def prunable_parameter_names(
+    model: nn.Module, include: Sequence[str] = (), ignore: Sequence[str] = ()
+) -> list[str]:
+    """Names of the Conv/Linear ``.weight`` tensors to prune; biases and normalization layers never are.
+
+    ``include`` and ``ignore`` are glob patterns matched against the parameter or its module name
+    (``fc`` and ``fc.weight`` both exempt the classifier). A pattern that matches nothing is an error,
+    because a typo there would silently prune the classifier.
+    """
+    candidates, seen = [], set()
+    for module_name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, PRUNABLE_MODULES) and isinstance(weight, nn.Parameter) and id(weight) not in seen:
+            seen.add(id(weight))  # tied weights are pruned once
+            candidates.append(f"{module_name}.weight" if module_name else "weight")
+    for label, patterns in (("include", include), ("ignore", ignore)):
+        for pattern in patterns:
+            if not any(_matches([pattern], name) for name in candidates):
+                shown = ", ".join(candidates[:8]) + (", ..." if len(candidates) > 8 else "")
+                raise PracError(f"ticket.{label} pattern {pattern!r} matches no prunable weight (prunable: {shown})")
+    names = [n for n in candidates if (not include or _matches(include, n)) and not _matches(ignore, n)]
+    if not names:
+        raise PracError(f"model {type(model).__name__} has no prunable Conv/Linear weights after include/ignore")
+    return names
+
+
+def count_to_prune(fraction: float, remaining: int) -> int:
+    """Number of weights to remove: ceil(fraction * remaining), as open_lth does, robust to float noise."""
+    if not 0.0 < fraction < 1.0:
+        raise PracError(f"prune fraction {fraction!r} is outside (0, 1)")
+    return min(remaining, math.ceil(round(fraction * remaining, 6)))
+
+
+def _keep_largest(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Boolean vector keeping the ``keep`` largest scores; ties go to the lower index (deterministic)."""
+    flags = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    if keep > 0:
+        order = torch.sort(scores, descending=True, stable=True).indices
+        flags[order[:keep]] = True
+    return flags
+
+
+@dataclass
+class LayerDensity:
+    name: str
+    total: int
+    remaining: int
+
+    @property
+    def density(self) -> float:
+        return self.remaining / self.total
+
+
+class TicketMask:
+    """Boolean keep-masks for a model's prunable weights (True = weight survives)."""
+
+    def __init__(self, masks: dict[str, torch.Tensor]):
+        self.masks = {name: m.detach().to("cpu", torch.bool) for name, m in masks.items()}
+
+    # construction -----------------------------------------------------------------------------
+    @classmethod
+    def dense(cls, model: nn.Module, include: Sequence[str] = (), ignore: Sequence[str] = ()) -> "TicketMask":
+        params = dict(model.named_parameters())
+        names = prunable_parameter_names(model, include, ignore)
+        return cls({n: torch.ones_like(params[n], dtype=torch.bool, device="cpu") for n in names})
+
+    def prune_magnitude(self, model: nn.Module, fraction: float, scope: str = "global") -> "TicketMask":
+        """A new mask removing ``fraction`` of the *remaining* weights with the smallest magnitude."""
+        if scope not in SCOPES:
+            raise PracError(f"prune scope {scope!r} is not one of {', '.join(SCOPES)}")
+        self.check_model(model)
+        params = dict(model.named_parameters())
+        scores = {n: params[n].detach().abs().float().cpu().flatten()[m.flatten()] for n, m in self.masks.items()}
+        if scope == "global":
+            pool = torch.cat(list(scores.values()))
+            flags = _keep_largest(pool, pool.numel() - count_to_prune(fraction, pool.numel()))
+            kept = dict(zip(scores, torch.split(flags, [s.numel() for s in scores.values()])))
+        else:
+            kept = {n: _keep_largest(s, s.numel() - count_to_prune(fraction, s.numel())) for n, s in scores.items()}
+        new = {}
+        for name, mask in self.masks.items():
+            flat = torch.zeros(mask.numel(), dtype=torch.bool)
+            flat[mask.flatten().nonzero().squeeze(1)] = kept[name]
+            new[name] = flat.view_as(mask)
+        return TicketMask(new)
+
+    # queries ----------------------------------------------------------------------------------
+    @property
+    def num_total(self) -> int:
+        return sum(m.numel() for m in self.masks.values())
+
+    @property
+    def num_remaining(self) -> int:
+        return int(sum(int(m.sum()) for m in self.masks.values()))
+
+    @property
+    def density(self) -> float:
+        return self.num_remaining / self.num_total
+
+    def layers(self) -> list[LayerDensity]:
+        return [LayerDensity(n, m.numel(), int(m.sum())) for n, m in self.masks.items()]
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise if this mask's names or shapes do not fit ``model``."""
+        params = dict(model.named_parameters())
+        for name, mask in self.masks.items():
+            if name not in params:
+                raise PracError(f"mask entry {name!r} is not a parameter of {type(model).__name__}")
+            if tuple(params[name].shape) != tuple(mask.shape):
+                raise PracError(
+                    f"mask entry {name!r} has shape {tuple(mask.shape)}, the model's weight has {tuple(params[name].shape)}"
+                )
+
+    def equal(self, other: "TicketMask") -> bool:
+        return self.masks.keys() == other.masks.keys() and all(torch.equal(self.masks[n], other.masks[n]) for n in self.masks)
+
+    # io ---------------------------------------------------------------------------------------
+    def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+        atomic_save_safetensors(self.masks, path, metadata)
+
+    @classmethod
+    def load(cls, path: str | Path, model: nn.Module | None = None) -> "TicketMask":
+        mask = cls(load_safetensors(path, what="mask file"))
+        if model is not None:
+            mask.check_model(model)
+        return mask
+
+
+class MaskEnforcer:
+    """Keeps pruned weights exactly zero during training, with fused ops on the training hot path.
+
+    ``mask_gradients`` zeroes gradients of pruned weights before the optimizer step (so momentum and
+    Adam moments never grow there); ``apply`` multiplies weights by the mask after the step, which also
+    cancels any decoupled weight decay or numerical drift.
+    """
+
+    def __init__(self, model: nn.Module, mask: TicketMask):
+        mask.check_model(model)
+        params = dict(model.named_parameters())
+        self.params = [params[n] for n in mask.masks]
+        self.factors = [m.to(device=p.device, dtype=p.dtype) for m, p in zip(mask.masks.values(), self.params)]
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        torch._foreach_mul_(self.params, self.factors)
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        pairs = [(p.grad, f) for p, f in zip(self.params, self.factors) if p.grad is not None]
+        if pairs:
+            grads, factors = zip(*pairs)
+            torch._foreach_mul_(list(grads), list(factors))

@@ -1,0 +1,188 @@
+"""Recipes: the YAML schema of a run, loading, validation and ``--set key=value`` overrides."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .config_schema import from_dict, to_dict
+from .errors import PracError
+
+
+@dataclass
+class ModelSection:
+    """Any ``timm.create_model`` name; num_classes and in_chans default to the dataset's."""
+
+    name: str = "lenet_300_100"
+    pretrained: bool = False
+    num_classes: Optional[int] = None
+    in_chans: Optional[int] = None
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class AugmentSection:
+    random_crop_padding: int = 0
+    hflip: bool = False
+
+
+@dataclass
+class DataSection:
+    """Arguments of ``datasets.load_dataset`` plus how to split, decode and augment.
+
+    ``path`` is a Hub id, a builder (``parquet``, ``imagefolder``, ``arrow``), a local folder, or one of
+    the plugin's offline built-ins: ``builtin:digits`` (scikit-learn), ``builtin:fashion_mnist`` (idx files).
+    """
+
+    path: str = "builtin:digits"
+    name: Optional[str] = None
+    data_dir: Optional[str] = None
+    data_files: Union[str, list, dict, None] = None
+    revision: Optional[str] = None
+    cache_dir: Optional[str] = None
+    train_split: str = "train"
+    val_split: Optional[str] = None
+    test_split: Optional[str] = None
+    val_fraction: Optional[float] = 0.1
+    split_seed: int = 0
+    image_column: Optional[str] = None
+    label_column: Optional[str] = None
+    in_memory: Union[bool, Literal["auto"]] = "auto"
+    image_size: Optional[int] = None
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    normalize: Union[Literal["auto", "dataset", "model", "none"], dict] = "auto"
+    num_workers: int = 2
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 1024
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    decay_norm_and_bias: bool = True
+    schedule: Literal["constant", "step", "cosine"] = "constant"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    grad_clip: Optional[float] = None
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    cpu: bool = False
+    seed: int = 0
+    eval_every_epochs: int = 0
+    deterministic: bool = False
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise PracError(f"train.epochs = {self.epochs} must be at least 1")
+        if self.batch_size < 1:
+            raise PracError(f"train.batch_size = {self.batch_size} must be at least 1")
+        if self.lr <= 0:
+            raise PracError(f"train.lr = {self.lr} must be positive")
+        bad = [m for m in self.milestones if not 0 < m <= self.epochs]
+        if bad:
+            raise PracError(f"train.milestones entry {bad[0]} is outside 1..{self.epochs} (train.epochs)")
+
+
+@dataclass
+class RunSection:
+    output_dir: Optional[str] = None
+    tracker: Literal["auto", "tensorboard", "none"] = "auto"
+
+
+@dataclass
+class Recipe:
+    model: ModelSection
+    data: DataSection
+    train: TrainSection
+    ticket: Any  # strategy options dataclass, with ``strategy`` key
+    data_selection: Any
+    run: RunSection
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+SECTIONS = ("model", "data", "train", "ticket", "data_selection", "run")
+
+
+def _strategy_section(raw: Any, section: str, default: str, kind: str) -> Any:
+    from .strategies import registry  # late import: strategies import the engine
+
+    raw = dict(raw or {})
+    name = raw.pop("strategy", default)
+    if not isinstance(name, str):
+        raise PracError(f"{section}.strategy = {name!r} should be a strategy name")
+    strategy_cls = registry.get(kind, name)
+    options = from_dict(strategy_cls.Options, raw, section)
+    options.strategy = name
+    return options
+
+
+def parse_recipe(raw: Any) -> Recipe:
+    """Validate a recipe dict: unknown keys and wrong types raise `PracError` naming the key."""
+    if not isinstance(raw, dict):
+        raise PracError(f"a recipe must be a mapping with sections {', '.join(SECTIONS)}; got {type(raw).__name__}")
+    unknown = [k for k in raw if k not in SECTIONS]
+    if unknown:
+        raise PracError(f"unknown recipe section {unknown[0]!r}; allowed sections: {', '.join(SECTIONS)}")
+    return Recipe(
+        model=from_dict(ModelSection, raw.get("model"), "model"),
+        data=from_dict(DataSection, raw.get("data"), "data"),
+        train=from_dict(TrainSection, raw.get("train"), "train"),
+        ticket=_strategy_section(raw.get("ticket"), "ticket", "ltr", "ticket"),
+        data_selection=_strategy_section(raw.get("data_selection"), "data_selection", "full", "data_selection"),
+        run=from_dict(RunSection, raw.get("run"), "run"),
+    )
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a copy of a raw recipe."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise PracError(f"override {item!r} should look like section.key=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) < 2 or not all(parts):
+            raise PracError(f"override key {key!r} should name a section and a key, e.g. train.epochs")
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise PracError(f"override {key!r}: {part!r} is not a section")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise PracError(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+    return raw
+
+
+def load_recipe_dict(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise PracError(f"recipe {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise PracError(f"recipe {str(path)!r} is not valid YAML{where}") from None
+    return raw if raw is not None else {}
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    return parse_recipe(apply_overrides(load_recipe_dict(path), overrides or []))
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

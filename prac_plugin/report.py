@@ -1,0 +1,89 @@
+"""Summaries of a run: the per-level table (printed, Markdown, CSV, JSON) and the accuracy plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Optional
+
+from .io import atomic_path, atomic_write_json, atomic_write_text
+from .rundir import RunDirectory
+
+COLUMNS = [
+    ("level", "level", "{}"),
+    ("weights_remaining_pct", "weights remaining %", "{:.2f}"),
+    ("val_acc", "val acc", "{:.4f}"),
+    ("test_acc", "test acc", "{:.4f}"),
+    ("optimizer_steps", "optimizer steps", "{}"),
+    ("wall_time_s", "wall time s", "{:.1f}"),
+]
+
+
+def level_row(metrics: dict) -> dict:
+    return {key: metrics.get(key) for key, _, _ in COLUMNS}
+
+
+def _fmt(value, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def markdown_table(rows: list[dict], extra_columns: Optional[list[tuple[str, str, str]]] = None) -> str:
+    columns = COLUMNS + (extra_columns or [])
+    lines = ["| " + " | ".join(title for _, title, _ in columns) + " |", "|" + "|".join("---:" for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(key), pattern) for key, _, pattern in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curve(rows: list[dict], path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = [r["weights_remaining_pct"] for r in rows]
+    for key, label in (("test_acc", "test"), ("val_acc", "validation")):
+        y = [r.get(key) for r in rows]
+        if any(v is not None for v in y):
+            ax.plot(x, [float("nan") if v is None else 100 * v for v in y], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
+    """Rebuild summary.{json,csv,md} and curve.png from the level metrics; return rows and the table."""
+    levels = run.completed_levels()
+    metrics = [run.level_metrics(level) for level in levels]
+    rows = [level_row(m) for m in metrics]
+    recipe = run.recipe()
+    totals = {
+        "optimizer_steps": sum(m.get("optimizer_steps", 0) for m in metrics),
+        "examples_seen": sum(m.get("examples_seen", 0) for m in metrics),
+        "wall_time_s": sum(m.get("wall_time_s", 0.0) for m in metrics),
+    }
+    table = markdown_table(rows)
+    atomic_write_json(run.path / "summary.json", {"format_version": 1, "recipe": recipe, "levels": metrics, "totals": totals})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[key for key, _, _ in COLUMNS])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(run.path / "summary.csv", buffer.getvalue())
+    model_name = recipe.get("model", {}).get("name", "?")
+    atomic_write_text(
+        run.path / "summary.md",
+        f"# {model_name} on {recipe.get('data', {}).get('path', '?')}\n\n{table}\n"
+        f"Total: {totals['optimizer_steps']} optimizer steps, {totals['examples_seen']} examples, {totals['wall_time_s']:.1f} s\n",
+    )
+    if rows:
+        plot_curve(rows, run.path / "curve.png", f"{model_name}: {recipe.get('ticket', {}).get('strategy', '')}")
+    return rows, table

@@ -1,0 +1,78 @@
+"""The two strategy interfaces: which weights form the ticket, and which examples train it.
+
+One training loop (``prac_plugin.pipeline``) serves every strategy: per level it asks the ticket
+strategy for the starting weights, mask and step, asks the data-selection strategy for the examples,
+trains, and hands both strategies the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import torch
+
+if TYPE_CHECKING:
+    from ..masks import TicketMask
+    from ..pipeline import RunContext
+
+
+@dataclass
+class StrategyOptions:
+    """Base of every strategy's recipe options; ``strategy`` is filled with the registered name."""
+
+    strategy: str = field(default="", init=False)
+
+
+@dataclass
+class LevelPlan:
+    """How a level starts: the mask, the step the schedule resumes at, and callbacks at given steps."""
+
+    mask: "TicketMask"
+    start_step: int = 0
+    optimizer_state: Optional[dict] = None
+    step_callbacks: dict[int, Callable[[Any, Any], None]] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+class TicketStrategy:
+    """Decides which weights survive at each level and where their values come from."""
+
+    kind = "ticket"
+    name = ""
+    Options = StrategyOptions
+
+    def __init__(self, options: Any, run: "RunContext"):
+        self.options, self.run = options, run
+
+    @property
+    def num_levels(self) -> int:
+        """Number of levels after the dense level 0."""
+        raise NotImplementedError
+
+    def plan_level(self, level: int, model: torch.nn.Module, schedule: Any) -> LevelPlan:
+        """Set ``model``'s starting weights for ``level`` (trained on ``schedule``) and return its plan."""
+        raise NotImplementedError
+
+
+class DataSelectionStrategy:
+    """Decides which training examples (positions in the training split) each level trains on."""
+
+    kind = "data_selection"
+    name = ""
+    Options = StrategyOptions
+
+    def __init__(self, options: Any, run: "RunContext"):
+        self.options, self.run = options, run
+
+    def positions_for_level(self, level: int) -> Optional[torch.Tensor]:
+        """Sorted positions into the training split, or None for all of it."""
+        return None
+
+    def batch_observer(self, level: int) -> Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]]:
+        """Called with (logits, targets, positions) after every training forward pass, or None."""
+        return None
+
+    def end_level(self, level: int, model: torch.nn.Module) -> dict:
+        """Called after a level trained; returns metrics to record for the level."""
+        return {}
