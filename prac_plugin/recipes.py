@@ -53,6 +53,7 @@ class DataSection:
     label_column: Optional[str] = None
     in_memory: Union[bool, Literal["auto"]] = "auto"
     image_size: Optional[int] = None
+    crop_pct: Optional[float] = None
     augment: AugmentSection = field(default_factory=AugmentSection)
     normalize: Union[Literal["auto", "dataset", "model", "none"], dict] = "auto"
     num_workers: int = 2

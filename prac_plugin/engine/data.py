@@ -309,10 +309,13 @@ class BatchSource:
             from timm.data import create_transform
 
             size = (bundle.in_chans, *bundle.image_size)
+            # at the images' own size an eval center crop would only cut borders off; resized data uses timm's 0.875
+            crop_pct = cfg.crop_pct if cfg.crop_pct is not None else (1.0 if cfg.image_size is None else None)
             for training in (True, False):
                 self._transforms[training] = create_transform(
                     size, is_training=training, mean=tuple(mean), std=tuple(std),
                     hflip=0.5 if cfg.augment.hflip else 0.0, scale=(0.08, 1.0) if training else None,
+                    crop_pct=None if training else crop_pct,
                 )
             self._mode = "L" if bundle.in_chans == 1 else "RGB"
 
