@@ -136,3 +136,11 @@ def test_normalization_from_dataset_model_and_recipe():
     assert (mean, source) == ([pytest.approx(0.4)], "model")  # 3-channel config averaged for 1-channel data
     mean, std, _ = resolve_normalization(data_cfg(normalize={"mean": [0.1], "std": [0.3]}), bundle, model)
     assert (mean, std) == ([0.1], [0.3])
+
+
+def test_split_slicing(parquet_files):
+    bundle = load_data(data_cfg(path="parquet", data_files=parquet_files, train_split="train[:20]", test_split="test[50%:]", val_fraction=0.25))
+    assert bundle.info["sizes"] == {"train": 15, "val": 5, "test": 6}
+    assert int(bundle.train.row_ids.max()) < 20
+    with pytest.raises(PracError, match=r"data.train_split 'dev\[:5\]' is not a split"):
+        load_data(data_cfg(path="parquet", data_files=parquet_files, train_split="dev[:5]"))

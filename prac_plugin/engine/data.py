@@ -8,6 +8,7 @@ per-example statistics and index files refer to the dataset, not to a shuffled c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
@@ -87,10 +88,22 @@ def detect_column(ds: datasets.Dataset, wanted: Optional[str], candidates: tuple
     )
 
 
+_SLICE = re.compile(r"^(?P<split>[\w.-]+)\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\]$")
+
+
 def _split(source: datasets.DatasetDict, name: str, role: str) -> datasets.Dataset:
-    if name not in source:
+    """A split by name, with optional slicing as in ``datasets``: ``train[:2000]``, ``train[10%:]``."""
+    match = _SLICE.match(name)
+    base = match.group("split") if match else name
+    if base not in source:
         raise PracError(f"data.{role}_split {name!r} is not a split of the dataset; splits: {', '.join(source)}")
-    return source[name]
+    ds = source[base]
+    if match:
+        bounds = [match.group("start"), match.group("stop")]
+        n = len(ds)
+        start, stop = (None if b is None else (round(int(b[:-1]) * n / 100) if b.endswith("%") else int(b)) for b in bounds)
+        ds = ds.select(range(n)[slice(start, stop)])
+    return ds
 
 
 def _labels(ds: datasets.Dataset, column: str) -> torch.Tensor:
@@ -192,16 +205,19 @@ def load_data(cfg: DataSection) -> DataBundle:
         except ValueError:
             in_memory = False
 
+    decoded: dict[int, torch.Tensor] = {}  # train and a carved validation set share one decoding
+
     def make(name: str, ds: datasets.Dataset, rows: Optional[torch.Tensor]) -> ImageSplit:
         labels = _labels(ds, label_column)
         rows = torch.arange(len(ds)) if rows is None else rows
         labels = labels[rows]
         if in_memory:
-            try:
-                array = _decode(ds, image_column)
-            except ValueError:
-                raise PracError(f"images of split {name!r} differ in size; set data.in_memory: false or data.image_size") from None
-            return ImageSplit(name, labels, rows, images=_to_tensor(array, cfg.image_size)[rows])
+            if id(ds) not in decoded:
+                try:
+                    decoded[id(ds)] = _to_tensor(_decode(ds, image_column), cfg.image_size)
+                except ValueError:
+                    raise PracError(f"images of split {name!r} differ in size; set data.in_memory: false or data.image_size") from None
+            return ImageSplit(name, labels, rows, images=decoded[id(ds)][rows])
         return ImageSplit(name, labels, rows, hf=ds)
 
     train = make("train", train_full, train_rows)
