@@ -106,9 +106,13 @@ def _split(source: datasets.DatasetDict, name: str, role: str) -> datasets.Datas
     return ds
 
 
+def _column_array(ds: datasets.Dataset, column: str) -> np.ndarray:
+    """One column as a numpy array, read as a single batch (``ds[column]`` iterates row by row)."""
+    return np.asarray(ds.select_columns([column]).with_format("numpy")[0 : len(ds)][column])
+
+
 def _labels(ds: datasets.Dataset, column: str) -> torch.Tensor:
-    values = ds.with_format("numpy")[column]
-    values = np.asarray(values)
+    values = _column_array(ds, column)
     if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
         raise PracError(f"label column {column!r} must hold one integer class per row (found {values.dtype}, shape {values.shape})")
     return torch.from_numpy(values.astype(np.int64))
@@ -130,7 +134,7 @@ def _decode(ds: datasets.Dataset, column: str, chunk: int = 2048) -> np.ndarray:
             parts.append(np.stack([np.asarray(img.convert(mode)) for img in batch]))  # ValueError if sizes differ
         array = np.concatenate(parts)
     else:
-        array = np.asarray(ds.with_format("numpy")[column])
+        array = _column_array(ds, column)
         if array.dtype == object:
             raise ValueError("images of different shapes")
         if array.dtype != np.uint8:
@@ -342,7 +346,8 @@ class BatchSource:
                 start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Batches over ``positions`` in the given order; this process's share of each global batch."""
         chunks = torch.split(positions, batch_size)[start_batch:]
-        chunks = [c[self.rank :: self.world_size] for c in chunks]
+        if self.world_size > 1:
+            chunks = [c[self.rank :: self.world_size] for c in chunks]
         if self.images is not None:
             for chunk in chunks:
                 index = chunk.to(self.device)
