@@ -57,9 +57,13 @@ def make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
         raise PracError("run.tracker = 'tensorboard' but tensorboard is not installed (pip install tensorboard)")
     log_with = "tensorboard" if tracker == "tensorboard" or (tracker == "auto" and is_tensorboard_available()) else None
     try:
-        return Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=recipe.train.cpu, log_with=log_with, project_dir=str(run_dir))
+        accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=recipe.train.cpu, log_with=log_with, project_dir=str(run_dir))
     except ValueError as exc:
         raise PracError(f"train.mixed_precision = {recipe.train.mixed_precision!r} is not available here: {exc}") from None
+    if recipe.train.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        # Accelerate would silently train in fp32 here
+        raise PracError("train.mixed_precision = 'fp16' needs a GPU; on a CPU use 'bf16' or 'no'")
+    return accelerator
 
 
 def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:

@@ -75,13 +75,19 @@ class TrainSection:
     gamma: float = 0.1
     warmup_steps: int = 0
     grad_clip: Optional[float] = None
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Union[Literal["no", "bf16", "fp16"], bool] = "no"  # YAML reads a bare `no` as false
     cpu: bool = False
     seed: int = 0
     eval_every_epochs: int = 0
     deterministic: bool = False
 
     def __post_init__(self):
+        if self.mixed_precision is False:
+            self.mixed_precision = "no"
+        elif self.mixed_precision is True:
+            raise PracError("train.mixed_precision = true is ambiguous; choose one of 'no', 'bf16', 'fp16'")
+        if self.nesterov and self.momentum <= 0:
+            raise PracError(f"train.nesterov needs a positive train.momentum (got {self.momentum})")
         if self.epochs < 1:
             raise PracError(f"train.epochs = {self.epochs} must be at least 1")
         if self.batch_size < 1:

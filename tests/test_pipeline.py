@@ -139,6 +139,7 @@ def _cli(args, capsys):
         (["data.label_column=target"], "data.label_column 'target' is not a column"),
         (["train.epochz=1"], "unknown key train.epochz"),
         (["model.kwargs={}"], "model 'lenet_300_100' fails on the dataset's images of shape (1, 8, 8)"),
+        (["train.mixed_precision=fp16"], "train.mixed_precision = 'fp16' needs a GPU; on a CPU use 'bf16' or 'no'"),
     ],
 )
 def test_cli_bad_input_one_line_error_nonzero_exit(tmp_path, capsys, overrides, message):
@@ -173,3 +174,15 @@ def test_cli_refuses_foreign_directory_and_reports(finished_run, tmp_path, capsy
 def test_python_dash_m_help():
     result = subprocess.run([sys.executable, "-m", "prac_plugin", "run", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--set" in result.stdout and "--output" in result.stdout
+
+
+def test_bf16_autocast_and_gradient_clipping_change_the_math_but_keep_the_mask_rules(tmp_path):
+    base = quick_recipe(ticket={"levels": 1})
+    fp32 = prac_plugin.run(base, str(tmp_path / "fp32"))
+    bf16 = prac_plugin.run(quick_recipe(ticket={"levels": 1}, train={"mixed_precision": "bf16", "grad_clip": 0.5}), str(tmp_path / "bf16"))
+    m32, m16 = (json.loads((tmp_path / d / "level_01" / "metrics.json").read_text()) for d in ("fp32", "bf16"))
+    assert m32["train_loss"] != m16["train_loss"]  # autocast really ran in bfloat16
+    assert m16["remaining_weights"] == m32["remaining_weights"] and m16["test_acc"] > 0.8
+    mask = TicketMask.load(tmp_path / "bf16" / "level_01" / "mask.safetensors")
+    weights = load_file(tmp_path / "bf16" / "level_01" / "weights.safetensors")
+    assert all(torch.count_nonzero(weights[n][~m]) == 0 for n, m in mask.masks.items())

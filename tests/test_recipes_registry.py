@@ -37,6 +37,8 @@ def test_defaults_fill_a_minimal_recipe():
         ({"data_selection": {"strategy": "random", "fraction": 2}}, "data_selection.fraction = 2.0 must be in (0, 1]"),
         ({"data": {"augment": {"flip": True}}}, "unknown key data.augment.flip; allowed keys: random_crop_padding, hflip"),
         ({"model": "resnet18"}, "model should be a mapping"),
+        ({"train": {"mixed_precision": True}}, "train.mixed_precision = true is ambiguous"),
+        ({"train": {"nesterov": True, "momentum": 0.0}}, "train.nesterov needs a positive train.momentum"),
     ],
 )
 def test_recipe_errors_name_the_key_and_the_allowed_values(raw, message):
@@ -109,3 +111,8 @@ def test_strategy_from_an_installed_package_entry_point(tmp_path, monkeypatch):
     metrics = json.loads((tmp_path / "run" / "level_01" / "metrics.json").read_text())
     assert metrics["train_examples"] == len(range(0, metrics["data"]["sizes"]["train"], 3))
     sys.modules.pop("thirdparty_sel", None)
+
+
+def test_yaml_no_is_read_as_no_mixed_precision():
+    assert parse_recipe({"train": {"mixed_precision": False}}).train.mixed_precision == "no"
+    assert parse_recipe(apply_overrides({}, ["train.mixed_precision=no"])).train.mixed_precision == "no"
