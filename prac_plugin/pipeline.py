@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import is_tensorboard_available, set_seed
 
 from . import __version__
@@ -56,6 +57,11 @@ def make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
     if tracker == "tensorboard" and not is_tensorboard_available():
         raise PracError("run.tracker = 'tensorboard' but tensorboard is not installed (pip install tensorboard)")
     log_with = "tensorboard" if tracker == "tensorboard" or (tracker == "auto" and is_tensorboard_available()) else None
+    state = AcceleratorState._shared_state
+    if state and state.get("num_processes", 1) == 1 and state.get("_mixed_precision") not in (None, recipe.train.mixed_precision):
+        # Accelerate keeps one process-wide state and refuses a second precision; a single process (a notebook,
+        # several runs in one script) may switch, so start its state afresh. Launched multi-process runs may not.
+        AcceleratorState._reset_state(reset_partial_state=False)
     try:
         accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=recipe.train.cpu, log_with=log_with, project_dir=str(run_dir))
     except ValueError as exc:
