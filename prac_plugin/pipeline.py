@@ -43,9 +43,14 @@ class RunContext:
     def is_main_process(self) -> bool:
         return self.accelerator.is_main_process
 
-    def schedule_for(self, num_examples: int) -> LevelSchedule:
+    def schedule_for(self, num_examples: int, budget: str = "linear") -> LevelSchedule:
+        """The level's schedule when it trains on ``num_examples`` of the training split."""
         train = self.recipe.train
-        return LevelSchedule.for_examples(num_examples, train.batch_size, train.epochs)
+        return LevelSchedule.for_examples(num_examples, train.batch_size, train.epochs, len(self.data.train), budget)
+
+    @property
+    def full_schedule(self) -> LevelSchedule:
+        return self.schedule_for(len(self.data.train))
 
 
 def default_output_dir(recipe_path: Optional[str]) -> str:
@@ -111,7 +116,7 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
         positions = selection.positions_for_level(level)
         if positions is None:
             positions = torch.arange(len(data.train))
-        schedule = context.schedule_for(len(positions))
+        schedule = context.schedule_for(len(positions), selection.budget)
         plan = ticket.plan_level(level, unwrapped, schedule)
         enforcer = MaskEnforcer(unwrapped, plan.mask)
         enforcer.apply()
@@ -121,7 +126,7 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
         remaining = 100.0 * plan.mask.density
         result = trainer.train(
             model, optimizer, enforcer, positions, schedule, plan.start_step, level, plan.step_callbacks,
-            selection.batch_observer(level), desc=f"level {level:2d} ({remaining:6.2f}% left)",
+            selection.batch_observer(level), selection.epoch_hook(level), desc=f"level {level:2d} ({remaining:6.2f}% left)",
         )
         val = trainer.evaluate(model, "val") if "val" in sources else (None, None)
         test = trainer.evaluate(model, "test") if "test" in sources else (None, None)

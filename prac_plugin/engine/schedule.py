@@ -13,14 +13,14 @@ SCHEDULES = ("constant", "step", "cosine")
 def lr_factor(
     step: int,
     total_steps: int,
-    steps_per_epoch: int,
+    steps_per_epoch: float,
     schedule: str = "constant",
     milestones: tuple[int, ...] | list[int] = (),
     gamma: float = 0.1,
     warmup_steps: int = 0,
     min_factor: float = 0.0,
 ) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based), milestones given in epochs."""
+    """Multiplier of the base learning rate at ``step`` (0-based); milestones in epochs of ``steps_per_epoch`` steps."""
     if warmup_steps and step < warmup_steps:
         warm = (step + 1) / warmup_steps
     else:

@@ -25,19 +25,48 @@ from .schedule import lr_factor
 
 BatchObserver = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 StepCallback = Callable[[torch.nn.Module, torch.optim.Optimizer], None]
+EpochHook = Callable[[int, torch.nn.Module], bool]  # (epochs done, model) -> stop the level now?
+
+
+BUDGETS = ("linear", "quadratic", "none")
 
 
 @dataclass
 class LevelSchedule:
-    """Length of one level's training: steps per epoch over its examples, and the total step count."""
+    """Length of one level's training.
+
+    ``steps_per_epoch`` is one pass over the level's examples; the learning-rate schedule spans
+    ``total_steps`` as ``epochs`` schedule-epochs, so milestones fall at the same fraction of every level.
+    """
 
     steps_per_epoch: int
     total_steps: int
+    epochs: float
+
+    @property
+    def schedule_epoch_steps(self) -> float:
+        return self.total_steps / self.epochs
 
     @classmethod
-    def for_examples(cls, num_examples: int, batch_size: int, epochs: int) -> "LevelSchedule":
+    def for_examples(cls, num_examples: int, batch_size: int, epochs: int, full_examples: Optional[int] = None,
+                     budget: str = "linear") -> "LevelSchedule":
+        """Training on ``num_examples`` of ``full_examples``, the step budget scaled by their ratio.
+
+        ``linear`` (PrAC paper): the same epochs over fewer examples, steps scale with |P|/|D|;
+        ``quadratic`` (PrAC reference code): the epochs shrink too, steps scale with (|P|/|D|)^2;
+        ``none``: the full-data step count, i.e. more passes over the subset.
+        """
+        if budget not in BUDGETS:
+            raise ValueError(f"unknown budget scaling {budget!r}")
         spe = num_batches(num_examples, batch_size)
-        return cls(spe, spe * epochs)
+        full = full_examples or num_examples
+        if budget == "none":
+            total = num_batches(full, batch_size) * epochs
+        elif budget == "quadratic":
+            total = max(1, round(spe * epochs * num_examples / full))
+        else:
+            total = spe * epochs
+        return cls(spe, total, epochs)
 
 
 @dataclass
@@ -85,7 +114,7 @@ class Trainer:
 
     def _set_lr(self, optimizer, base_lrs: list[float], step: int, schedule: LevelSchedule) -> None:
         cfg = self.cfg
-        factor = lr_factor(step, schedule.total_steps, schedule.steps_per_epoch, cfg.schedule, cfg.milestones, cfg.gamma, cfg.warmup_steps)
+        factor = lr_factor(step, schedule.total_steps, schedule.schedule_epoch_steps, cfg.schedule, cfg.milestones, cfg.gamma, cfg.warmup_steps)
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * factor
 
@@ -100,6 +129,7 @@ class Trainer:
         level: int = 0,
         step_callbacks: Optional[dict[int, StepCallback]] = None,
         observer: Optional[BatchObserver] = None,
+        epoch_end: Optional[EpochHook] = None,
         desc: str = "train",
     ) -> TrainResult:
         """Train ``model`` on ``positions`` of the training split from ``start_step`` to the schedule's end."""
@@ -156,6 +186,9 @@ class Trainer:
             result.history.append(record)
             acc.log({f"level_{level:02d}/{k}": v for k, v in record.items() if k not in ("epoch", "step")}, step=step)
             bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.3f}", acc=f"{epoch_acc:.3f}")
+            if epoch_end is not None and step < schedule.total_steps and epoch_end(epoch + 1, unwrapped):
+                record["stopped_early"] = True
+                break
         bar.close()
         result.steps = step - start_step
         result.wall_time = time.perf_counter() - started

@@ -65,12 +65,21 @@ class DataSelectionStrategy:
     def __init__(self, options: Any, run: "RunContext"):
         self.options, self.run = options, run
 
+    @property
+    def budget(self) -> str:
+        """How a level's step budget scales with its share of the data: linear, quadratic or none."""
+        return getattr(self.options, "budget", "linear")
+
     def positions_for_level(self, level: int) -> Optional[torch.Tensor]:
         """Sorted positions into the training split, or None for all of it."""
         return None
 
     def batch_observer(self, level: int) -> Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]]:
         """Called with (logits, targets, positions) after every training forward pass, or None."""
+        return None
+
+    def epoch_hook(self, level: int) -> Optional[Callable[[int, torch.nn.Module], bool]]:
+        """Called after every epoch with (epochs done, model); returning True ends the level early."""
         return None
 
     def end_level(self, level: int, model: torch.nn.Module) -> dict:
