@@ -32,6 +32,60 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_select(args: argparse.Namespace) -> int:
+    from .pipeline import default_output_dir, run_recipe
+    from .recipes import apply_overrides, load_recipe_dict, parse_recipe
+    from .selection.index_file import PracIndex
+    from .strategies.prac import FINAL_SET
+
+    raw = apply_overrides(load_recipe_dict(args.recipe), args.set)
+    recipe = parse_recipe(raw)
+    if recipe.data_selection.strategy != "prac":
+        raise PracError(f"prac select needs data_selection.strategy: prac (the recipe has {recipe.data_selection.strategy!r})")
+    if not hasattr(recipe.ticket, "levels"):
+        raise PracError(f"prac select prunes with ticket.strategy ltr; the recipe has {recipe.ticket.strategy!r}")
+    # the dense round plus select_rounds pruned rounds: enough for CET and CEP, not the whole ticket search
+    recipe = parse_recipe(apply_overrides(raw, [f"ticket.levels={recipe.data_selection.select_rounds}"]))
+    output = args.output or default_output_dir(args.recipe) + "-select"
+    run_recipe(recipe, output)
+    path = f"{output}/{FINAL_SET}"
+    print(f"PrAC index file: {path}")
+    _print_description(PracIndex.load(path))
+    return 0
+
+
+def _print_description(index) -> None:
+    from .selection.index_file import describe
+
+    info = describe(index)
+    names = info["class_names"]
+    fraction = f" ({100 * info['fraction']:.1f}% of {info['num_rows']} rows)" if info["fraction"] is not None else ""
+    print(f"size: {info['size']}{fraction}")
+    print("class balance: " + ", ".join(f"{names[c] if c < len(names) else c}={n}" for c, n in info["class_counts"].items()))
+    print("statistics: " + (", ".join(info["statistics"]) or "none"))
+    for key, value in info["provenance"].items():
+        print(f"{key}: {value}")
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from .selection.index_file import PracIndex, compare
+
+    if args.index_command == "inspect":
+        _print_description(PracIndex.load(args.file))
+        return 0
+    a, b = PracIndex.load(args.a), PracIndex.load(args.b)
+    result = compare(a, b)
+    print(f"A: {result['size_a']} rows, B: {result['size_b']} rows, both: {result['overlap']}, "
+          f"only A: {result['only_a']}, only B: {result['only_b']}, Jaccard: {result['jaccard']:.4f}")
+    if result["same_dataset"] is False:
+        print(f"warning: the files name different datasets or label hashes ({result['dataset_difference']})")
+    print("| class | A | B | both | B - A |")
+    print("|---:|---:|---:|---:|---:|")
+    for label, row in result["per_class"].items():
+        print(f"| {label} | {row['a']} | {row['b']} | {row['both']} | {row['b'] - row['a']:+d} |")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prac", description="Find lottery tickets efficiently on timm models and HF datasets.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a recipe value (repeatable)")
     run.add_argument("--output", "-o", help="run directory (default: run.output_dir or runs/<recipe name>)")
     run.set_defaults(func=_cmd_run)
+
+    select = commands.add_parser("select", help="find a PrAC set (dense round + data_selection.select_rounds) and write its index file")
+    select.add_argument("recipe", help="YAML recipe with data_selection.strategy: prac")
+    select.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a recipe value (repeatable)")
+    select.add_argument("--output", "-o", help="run directory (default: runs/<recipe name>-select)")
+    select.set_defaults(func=_cmd_select)
+
+    index = commands.add_parser("index", help="look at PrAC index files")
+    index_commands = index.add_subparsers(dest="index_command", required=True)
+    inspect = index_commands.add_parser("inspect", help="size, fraction, class balance and provenance of an index file")
+    inspect.add_argument("file")
+    inspect.set_defaults(func=_cmd_index)
+    comp = index_commands.add_parser("compare", help="overlap, Jaccard and per-class differences of two index files")
+    comp.add_argument("a")
+    comp.add_argument("b")
+    comp.set_defaults(func=_cmd_index)
 
     report = commands.add_parser("report", help="re-print the table and redraw the plot of run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -53,6 +53,11 @@ class RunContext:
         return self.schedule_for(len(self.data.train))
 
 
+def full_data_steps(full: LevelSchedule, level: LevelSchedule, start_step: int) -> int:
+    """Optimizer steps full-data training would spend on this level (same schedule, same rewind point)."""
+    return full.total_steps - round(start_step * full.total_steps / level.total_steps)
+
+
 def default_output_dir(recipe_path: Optional[str]) -> str:
     return str(Path("runs") / (Path(recipe_path).stem if recipe_path else "run"))
 
@@ -140,6 +145,7 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
             "optimizer_steps": result.steps, "examples_seen": result.examples,
             "start_step": plan.start_step, "total_steps": schedule.total_steps, "steps_per_epoch": schedule.steps_per_epoch,
             "train_examples": int(positions.numel()), "wall_time_s": time.perf_counter() - started,
+            "full_data_steps": full_data_steps(context.full_schedule, schedule, plan.start_step),
             "layers": [{"name": l.name, "total": l.total, "remaining": l.remaining, "density": l.density} for l in plan.mask.layers()],
             "history": result.history, "data": data.info, "normalization": {"mean": mean, "std": std, "source": norm_source},
             **plan.info, **extra,

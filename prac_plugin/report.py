@@ -14,13 +14,22 @@ COLUMNS = [
     ("weights_remaining_pct", "weights remaining %", "{:.2f}"),
     ("val_acc", "val acc", "{:.4f}"),
     ("test_acc", "test acc", "{:.4f}"),
+    ("train_examples", "train examples", "{}"),
     ("optimizer_steps", "optimizer steps", "{}"),
+    ("full_data_steps", "full-data steps", "{}"),
     ("wall_time_s", "wall time s", "{:.1f}"),
 ]
+PRAC_COLUMNS = [("cet_count", "CET", "{}"), ("cep_count", "CEP", "{}")]
 
 
 def level_row(metrics: dict) -> dict:
-    return {key: metrics.get(key) for key, _, _ in COLUMNS}
+    return {key: metrics.get(key) for key, _, _ in COLUMNS + PRAC_COLUMNS}
+
+
+def savings(totals: dict) -> float | None:
+    """Fraction of full-data optimizer steps saved, or None when unknown."""
+    full = totals.get("full_data_steps")
+    return 1.0 - totals["optimizer_steps"] / full if full else None
 
 
 def _fmt(value, pattern: str) -> str:
@@ -60,6 +69,16 @@ def plot_curve(rows: list[dict], path, title: str) -> None:
     plt.close(fig)
 
 
+def totals_line(totals: dict) -> str:
+    line = f"Total: {totals['optimizer_steps']} optimizer steps ({totals['full_data_steps']} with full data"
+    if totals.get("savings") is not None:
+        line += f", {100 * totals['savings']:.1f}% saved"
+    line += f"), {totals['examples_seen']} examples, {totals['wall_time_s']:.1f} s"
+    if totals.get("selection_forward_passes"):
+        line += f"; selection: {totals['selection_forward_passes']} extra forward passes"
+    return line
+
+
 def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
     """Rebuild summary.{json,csv,md} and curve.png from the level metrics; return rows and the table."""
     levels = run.completed_levels()
@@ -68,13 +87,17 @@ def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
     recipe = run.recipe()
     totals = {
         "optimizer_steps": sum(m.get("optimizer_steps", 0) for m in metrics),
+        "full_data_steps": sum(m.get("full_data_steps", 0) for m in metrics),
+        "selection_forward_passes": sum(m.get("selection_forward_passes", 0) for m in metrics),
         "examples_seen": sum(m.get("examples_seen", 0) for m in metrics),
         "wall_time_s": sum(m.get("wall_time_s", 0.0) for m in metrics),
     }
-    table = markdown_table(rows)
+    totals["savings"] = savings(totals)
+    extra = PRAC_COLUMNS if any(m.get("cet_count") is not None for m in metrics) else []
+    table = markdown_table(rows, extra)
     atomic_write_json(run.path / "summary.json", {"format_version": 1, "recipe": recipe, "levels": metrics, "totals": totals})
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[key for key, _, _ in COLUMNS])
+    writer = csv.DictWriter(buffer, fieldnames=[key for key, _, _ in COLUMNS + extra], extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(run.path / "summary.csv", buffer.getvalue())
@@ -82,8 +105,9 @@ def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
     atomic_write_text(
         run.path / "summary.md",
         f"# {model_name} on {recipe.get('data', {}).get('path', '?')}\n\n{table}\n"
-        f"Total: {totals['optimizer_steps']} optimizer steps, {totals['examples_seen']} examples, {totals['wall_time_s']:.1f} s\n",
+        f"{totals_line(totals)}\n",
     )
+    table += "\n" + totals_line(totals) + "\n"
     if rows:
         plot_curve(rows, run.path / "curve.png", f"{model_name}: {recipe.get('ticket', {}).get('strategy', '')}")
     return rows, table

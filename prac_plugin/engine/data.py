@@ -8,6 +8,7 @@ per-example statistics and index files refer to the dataset, not to a shuffled c
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
@@ -54,6 +55,9 @@ class DataBundle:
     in_memory: bool
     class_names: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    # identity of the source training split (before a validation set is carved out), for index files
+    source_labels: Optional[torch.Tensor] = None
+    features_json: str = ""
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -241,7 +245,10 @@ def load_data(cfg: DataSection) -> DataBundle:
         image_column=image_column, label_column=label_column, in_memory=bool(in_memory),
         num_classes=num_classes, in_chans=in_chans, image_size=list(image_size),
     )
-    return DataBundle(train, val, test, num_classes, in_chans, image_size, image_column, label_column, bool(in_memory), class_names, info)
+    source_labels = _labels(train_full, label_column)
+    features_json = json.dumps(train_full.features.to_dict(), sort_keys=True)
+    return DataBundle(train, val, test, num_classes, in_chans, image_size, image_column, label_column, bool(in_memory),
+                      class_names, info, source_labels, features_json)
 
 
 # -- normalization ----------------------------------------------------------------------------------

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
 
 import torch
 
 from ..errors import PracError
+from ..selection.index_file import PracIndex
 from .base import DataSelectionStrategy, StrategyOptions
 from .registry import register
 
@@ -21,9 +24,11 @@ class FullData(DataSelectionStrategy):
 @dataclass
 class RandomOptions(StrategyOptions):
     fraction: float = 0.5
+    sizes_from: Optional[str] = None
     seed: int = 0
     resample_each_level: bool = True
     full_first_level: bool = True
+    budget: Literal["linear", "quadratic", "none"] = "linear"
 
     def __post_init__(self):
         if not 0.0 < self.fraction <= 1.0:
@@ -34,21 +39,32 @@ class RandomOptions(StrategyOptions):
 class RandomSubset(DataSelectionStrategy):
     """A seeded random subset of the training split (a baseline for smarter selections).
 
-    Level 0 (dense training) uses the full split unless ``full_first_level`` is false.
+    Level 0 (dense training) uses the full split unless ``full_first_level`` is false. With ``sizes_from``
+    (a PrAC run directory) level L draws as many examples as that run's level L trained on.
     """
 
     name = "random"
     Options = RandomOptions
 
+    def _size(self, level: int, n: int) -> int:
+        """``fraction`` of the split, or the size of the set a PrAC run trained level ``level`` on."""
+        if self.options.sizes_from is None:
+            return max(1, round(self.options.fraction * n))
+        from .prac import round_file
+
+        path = Path(self.options.sizes_from) / round_file(level - 1)
+        if not path.is_file():
+            raise PracError(f"data_selection.sizes_from: {str(path)!r} does not exist (the PrAC run has no round {level - 1} set)")
+        return len(PracIndex.load(path))
+
     def positions_for_level(self, level: int):
         opts = self.options
-        if level == 0 and opts.full_first_level:
+        if level == 0 and (opts.full_first_level or opts.sizes_from):
             return None
         n = len(self.run.data.train)
         draw = level if opts.resample_each_level else 1
         generator = torch.Generator().manual_seed(opts.seed * 1_000_003 + draw)
-        size = max(1, round(opts.fraction * n))
-        return torch.randperm(n, generator=generator)[:size].sort().values
+        return torch.randperm(n, generator=generator)[: self._size(level, n)].sort().values
 
     def end_level(self, level, model) -> dict:
         positions = self.positions_for_level(level)

@@ -1,0 +1,29 @@
+"""Early-bird stopping (from the PrAC reference code): stop a round once the mask it would prune stops moving."""
+
+from __future__ import annotations
+
+import torch
+
+from ..masks import TicketMask, prunable_parameter_names
+
+
+class EarlyBird:
+    """Each epoch, the global mask pruning ``fraction`` of the non-zero prunable weights; stop when the
+    normalized Hamming distance between consecutive epochs' masks stays below ``eps`` for ``window`` epochs."""
+
+    def __init__(self, fraction: float, eps: float, window: int, include=(), ignore=()):
+        self.fraction, self.eps, self.window = fraction, eps, window
+        self.include, self.ignore = include, ignore
+        self.previous: torch.Tensor | None = None
+        self.distances: list[float] = []
+
+    def __call__(self, epoch: int, model: torch.nn.Module) -> bool:
+        params = dict(model.named_parameters())
+        names = prunable_parameter_names(model, self.include, self.ignore)
+        alive = TicketMask({n: params[n].detach() != 0 for n in names})
+        flat = torch.cat([m.flatten() for m in alive.prune_magnitude(model, self.fraction).masks.values()])
+        if self.previous is not None:
+            self.distances.append(float((flat != self.previous).float().mean()))
+        self.previous = flat
+        recent = self.distances[-self.window :]
+        return len(recent) == self.window and max(recent) < self.eps
