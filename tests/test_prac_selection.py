@@ -21,6 +21,7 @@ def feed(tracker, sequence):
         order = torch.randperm(len(epoch))  # batches arrive shuffled
         for chunk in order.split(2):
             tracker.update(logits[chunk], targets[chunk], positions[chunk])
+        tracker.end_epoch()
 
 
 def test_forgetting_counts_on_a_hand_made_sequence():
@@ -38,6 +39,7 @@ def test_forgetting_counts_on_a_hand_made_sequence():
     for epoch in feed_positions:
         logits = torch.tensor([[1.0, 0.0] if ok else [0.0, 1.0] for ok in epoch[:5]])
         tracker.update(logits, targets, torch.arange(5))
+        tracker.end_epoch()
     assert tracker.forgetting.tolist() == [0, 2, 0, 0, 1, 0]
     assert tracker.never_learned.tolist() == [False, False, True, False, False, False]
     scores = tracker.forgetting_scores()
@@ -55,7 +57,20 @@ def test_forgetting_with_shuffled_batches_and_soft_targets():
     assert tracker.forgetting.tolist() == [1, 1, 0, 0]
     soft = ForgettingTracker(2)  # mixup-style soft targets count against the dominant class
     soft.update(torch.tensor([[2.0, 0.0], [2.0, 0.0]]), torch.tensor([[0.7, 0.3], [0.4, 0.6]]), torch.tensor([0, 1]))
+    assert soft.critical().tolist() == [False, True]  # queries fold the pending epoch
     assert soft.last_correct.tolist() == [True, False]
+
+
+def test_a_partial_epoch_only_moves_the_examples_it_presented():
+    tracker = ForgettingTracker(3)
+    right, wrong = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    tracker.update(right.repeat(3, 1), torch.zeros(3, dtype=torch.long), torch.arange(3))  # epoch 1: all right
+    tracker.end_epoch()
+    tracker.update(right, torch.tensor([0]), torch.tensor([0]))  # epoch 2 covers example 0 only
+    tracker.end_epoch()
+    tracker.update(wrong, torch.tensor([0]), torch.tensor([1]))  # a level ending mid-epoch: example 1, wrong
+    assert tracker.forgetting_scores().tolist() == [0.0, 1.0, 0.0]
+    assert tracker.presentations.tolist() == [2, 2, 1] and tracker.last_correct.tolist() == [True, False, True]
 
 
 def test_tracker_state_round_trip():

@@ -2,12 +2,18 @@
 
 For every example of the training split the tracker keeps, on the device, whether its last training-mode
 prediction was correct, whether it was ever correct, and how many correct-to-incorrect transitions it had.
-Updates are index writes on whole batches: no host synchronization and no Python loop per example.
+
+On the training step ``update`` only writes each example's correctness into an epoch buffer (one index
+write, no host synchronization, no Python loop per example); ``end_epoch`` folds the buffer into the
+counts with a handful of whole-split ops. An example is presented at most once per epoch, so nothing is
+lost; queries fold any pending epoch first.
 """
 
 from __future__ import annotations
 
 import torch
+
+_PENDING = -1  # not presented since the last fold
 
 
 class ForgettingTracker:
@@ -19,31 +25,35 @@ class ForgettingTracker:
         self.ever_correct = torch.zeros(num_examples, dtype=torch.bool, device=device)
         self.forgetting = torch.zeros(num_examples, dtype=torch.int32, device=device)
         self.presentations = torch.zeros(num_examples, dtype=torch.int32, device=device)
+        self._epoch = torch.full((num_examples,), _PENDING, dtype=torch.int8, device=device)
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor) -> None:
-        """Record one training batch: ``logits`` of the forward pass the update used, hard ``targets``.
-
-        Positions must be distinct within a batch (true of an epoch's permutation).
-        """
+        """Record one training batch: ``logits`` of the forward pass the update used, hard ``targets``."""
         if targets.ndim > 1:  # soft/mixed targets (mixup, cutmix): correctness against the dominant class
             targets = targets.argmax(1)
-        correct = logits.argmax(1) == targets
-        positions = positions.to(self.last_correct.device)
-        correct = correct.to(self.last_correct.device)
-        forgot = self.last_correct[positions] & ~correct  # a forgetting event: correct before, wrong now
-        self.forgetting.index_add_(0, positions, forgot.to(torch.int32))
-        self.ever_correct[positions] |= correct
-        self.last_correct[positions] = correct
-        self.presentations.index_add_(0, positions, torch.ones_like(positions, dtype=torch.int32))
+        self._epoch[positions.to(self._epoch.device)] = (logits.argmax(1) == targets).to(self._epoch.device, torch.int8)
+
+    @torch.no_grad()
+    def end_epoch(self) -> None:
+        """Fold the epoch's predictions into the counts (call once per pass over the data)."""
+        seen = self._epoch != _PENDING
+        correct = self._epoch == 1
+        self.forgetting += (seen & self.last_correct & ~correct).to(torch.int32)  # correct before, wrong now
+        self.ever_correct |= correct
+        self.last_correct = torch.where(seen, correct, self.last_correct)
+        self.presentations += seen.to(torch.int32)
+        self._epoch.fill_(_PENDING)
 
     @property
     def never_learned(self) -> torch.Tensor:
         """Examples presented at least once and never predicted correctly: infinitely forgettable."""
+        self.end_epoch()
         return (self.presentations > 0) & ~self.ever_correct
 
     def forgetting_scores(self) -> torch.Tensor:
         """Forgetting counts as floats, +inf for never-learned examples, NaN for examples never presented."""
+        self.end_epoch()
         scores = self.forgetting.float()
         scores[self.never_learned] = float("inf")
         scores[self.presentations == 0] = float("nan")
@@ -51,10 +61,12 @@ class ForgettingTracker:
 
     def critical(self, threshold: int = 0) -> torch.Tensor:
         """CET: presented examples forgotten more than ``threshold`` times, or never learned."""
+        self.end_epoch()
         return (self.presentations > 0) & ((self.forgetting > threshold) | ~self.ever_correct)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name).clone() for name in ("last_correct", "ever_correct", "forgetting", "presentations")}
+        self.end_epoch()
+        return {name: getattr(self, name).clone() for name in ("last_correct", "ever_correct", "forgetting", "presentations", "_epoch")}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for name, value in state.items():

@@ -80,11 +80,18 @@ class PracSelection(DataSelectionStrategy):
         return self.tracker.update
 
     def epoch_hook(self, level: int):
-        if not self.options.early_bird:
-            return None
-        ticket = self.run.recipe.ticket
-        return EarlyBird(getattr(ticket, "fraction", 0.2), self.options.early_bird_eps, self.options.early_bird_window,
-                         getattr(ticket, "include", ()), getattr(ticket, "ignore", ()))
+        """Fold the epoch into the forgetting counts, then ask early-bird (when on) whether to stop."""
+        early_bird = None
+        if self.options.early_bird:
+            ticket = self.run.recipe.ticket
+            early_bird = EarlyBird(getattr(ticket, "fraction", 0.2), self.options.early_bird_eps, self.options.early_bird_window,
+                                   getattr(ticket, "include", ()), getattr(ticket, "ignore", ()))
+
+        def hook(epoch: int, model: torch.nn.Module) -> bool:
+            self.tracker.end_epoch()
+            return early_bird is not None and early_bird(epoch, model)
+
+        return hook
 
     def end_level(self, level: int, model: torch.nn.Module) -> dict:
         opts, run = self.options, self.run
