@@ -104,6 +104,11 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
     ticket = registry.get("ticket", recipe.ticket.strategy)(recipe.ticket, context)
     selection = registry.get("data_selection", recipe.data_selection.strategy)(recipe.data_selection, context)
 
+    first = selection.positions_for_level(0)
+    ticket.check(context.schedule_for(len(data.train) if first is None else len(first), selection.budget))
+    if accelerator.is_main_process:
+        run_dir.create()  # only now: a recipe that fails validation above leaves nothing behind
+    accelerator.wait_for_everyone()
     completed = run_dir.completed_levels()
     if completed:
         model.load_state_dict(run_dir.level_weights(completed[-1]))

@@ -43,8 +43,9 @@ class RunDirectory:
 
     @classmethod
     def open(cls, path: str | Path, recipe_dict: dict) -> "RunDirectory":
-        """Create the directory for a new run, or reopen one holding the same recipe; refuse anything else."""
+        """Check that ``path`` is free or holds the same recipe; `create` writes it once the run is validated."""
         run = cls(Path(path))
+        run._recipe = recipe_dict
         recipe_file = run.path / "recipe.yaml"
         if recipe_file.is_file():
             existing = yaml.safe_load(recipe_file.read_text()) or {}
@@ -58,10 +59,14 @@ class RunDirectory:
                 )
         elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
             raise PracError(f"output directory {str(run.path)!r} exists and is not a prac run directory; choose another --output")
-        else:
-            run.path.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(recipe_file, yaml.safe_dump(recipe_dict, sort_keys=False))
         return run
+
+    def create(self) -> None:
+        """Write the directory and its recipe (a no-op when reopening a run)."""
+        recipe_file = self.path / "recipe.yaml"
+        if not recipe_file.is_file():
+            self.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(recipe_file, yaml.safe_dump(self._recipe, sort_keys=False))
 
     @classmethod
     def existing(cls, path: str | Path) -> "RunDirectory":

@@ -152,6 +152,7 @@ def test_cli_bad_input_one_line_error_nonzero_exit(tmp_path, capsys, overrides, 
     assert code == 2
     assert err.startswith("prac: error: ") and message in err and "Traceback" not in err
     assert err.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # a failed start leaves nothing that would block the corrected recipe
 
 
 def test_cli_refuses_foreign_directory_and_reports(finished_run, tmp_path, capsys):

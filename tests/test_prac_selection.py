@@ -214,3 +214,17 @@ def test_compare_overlap_jaccard_and_classes():
     assert result["jaccard"] == pytest.approx(2 / 8)
     assert result["per_class"]["a"] == {"a": 2, "b": 3, "both": 1}  # label 0 = rows divisible by 3: [0, 3] vs [3, 6, 9]
     assert result["same_dataset"] is True
+
+
+def test_early_bird_stops_after_a_window_of_stable_masks(tiny_net):
+    from prac_plugin.selection.early_bird import EarlyBird
+
+    bird = EarlyBird(fraction=0.2, eps=0.08, window=3, ignore=["fc"])
+    assert [bird(epoch, tiny_net) for epoch in range(1, 5)] == [False, False, False, True]  # 3 zero distances
+    assert bird.distances == [0.0, 0.0, 0.0]
+    moving = EarlyBird(fraction=0.2, eps=0.08, window=3, ignore=["fc"])
+    for epoch in range(1, 8):
+        with torch.no_grad():
+            tiny_net.fc1.weight.copy_(torch.randn_like(tiny_net.fc1.weight))  # a new mask every epoch
+        assert moving(epoch, tiny_net) is False
+    assert min(moving.distances) > 0.08

@@ -46,6 +46,9 @@ class LotteryTicketRewinding(TicketStrategy):
     def num_levels(self) -> int:
         return self.options.levels
 
+    def check(self, first_schedule) -> None:
+        resolve_rewind_step(RewindPoint.parse(self.options.rewind), first_schedule.steps_per_epoch, first_schedule.total_steps)
+
     def plan_level(self, level, model, schedule) -> LevelPlan:
         opts, run_dir = self.options, self.run.run_dir
         if level == 0:
