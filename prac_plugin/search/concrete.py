@@ -1,0 +1,174 @@
+"""Concrete Ticket Search (Arora & Teuscher, 2025): search a whole mask near initialization.
+
+One logit per prunable weight; every forward draws logistic noise and uses the soft mask
+sigmoid((logit + noise) / temperature) on frozen weights (eval mode, un-augmented inputs). The loss is a
+divergence between the sparse and the dense network's outputs (reverse KL by default, scaled by 100), and
+GradBalance adds the gradient of a density penalty, weighted so the expected density stays on target.
+The ticket keeps exactly the top round(density * d) logits.
+
+Memory: the masked weights are formed per layer inside ``torch.func.functional_call``; besides the
+logits (and Adam's two moments) at most one masked copy of the prunable weights exists at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ..errors import PracError
+from ..masks import TicketMask, _keep_largest
+
+OBJECTIVES = ("reverse_kl", "forward_kl", "cross_entropy")
+
+
+def divergence(sparse_logits: torch.Tensor, dense_logits: torch.Tensor, objective: str, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean per-example objective: KL(p_sparse || p_dense), KL(p_dense || p_sparse) or cross-entropy."""
+    log_sparse = F.log_softmax(sparse_logits.float(), dim=1)
+    log_dense = F.log_softmax(dense_logits.float(), dim=1)
+    if objective == "reverse_kl":
+        return (log_sparse.exp() * (log_sparse - log_dense)).sum(1).mean()
+    if objective == "forward_kl":
+        return (log_dense.exp() * (log_dense - log_sparse)).sum(1).mean()
+    if objective == "cross_entropy":
+        return F.nll_loss(log_sparse, labels)
+    raise PracError(f"unknown CTS objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
+class GradBalance:
+    """Keeps the expected density sum(sigmoid(logits)) / d at the target.
+
+    With A = factor * density * d and err = 100 * (sum(sigmoid) / A - 1), the penalty gradient
+    g_s = (100 / A) * sigmoid * (1 - sigmoid) is added to the task gradient g_t with weight lambda, where
+    lambda* = |g_t| / |g_s| while err > 0 (too dense) and 0 otherwise, smoothed as
+    lambda <- momentum * lambda + (1 - momentum) * lambda* (lambda = lambda* on the first step).
+    """
+
+    def __init__(self, density: float, num_weights: int, factor: float = 1.1, momentum: float = 0.99):
+        self.allowed = factor * density * num_weights
+        self.momentum = momentum
+        self.lam: Optional[torch.Tensor] = None
+
+    def error(self, logits: torch.Tensor) -> torch.Tensor:
+        return 100.0 * (torch.sigmoid(logits).sum() / self.allowed - 1.0)
+
+    @torch.no_grad()
+    def combine(self, logits: torch.Tensor, task_grad: torch.Tensor) -> torch.Tensor:
+        """The gradient to apply: task gradient plus the weighted density-penalty gradient."""
+        probs = torch.sigmoid(logits)
+        penalty_grad = (100.0 / self.allowed) * probs * (1.0 - probs)
+        ratio = task_grad.norm() / penalty_grad.norm().clamp_min(1e-30)
+        target = torch.where(self.error(logits) > 0, ratio, torch.zeros_like(ratio))  # no host sync
+        self.lam = target if self.lam is None else self.momentum * self.lam + (1.0 - self.momentum) * target
+        return task_grad + self.lam * penalty_grad
+
+
+@dataclass
+class ConcreteSearchConfig:
+    density: float
+    steps: int
+    lr: float = 0.1
+    decay_at: float = 0.88
+    decay_gamma: float = 0.1
+    temperature: float = 2.0 / 3.0
+    final_temperature: Optional[float] = None  # anneal geometrically to this value when set
+    objective: str = "reverse_kl"
+    loss_scale: float = 100.0
+    target_factor: float = 1.1
+    lambda_momentum: float = 0.99
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 < self.density < 1.0:
+            raise PracError(f"CTS density {self.density!r} is outside (0, 1)")
+        if self.objective not in OBJECTIVES:
+            raise PracError(f"unknown CTS objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.steps < 1:
+            raise PracError(f"CTS search needs at least one step (got {self.steps})")
+
+
+@dataclass
+class SearchResult:
+    mask: TicketMask
+    steps: int
+    forward_passes: int  # examples through the network (dense + sparse)
+    backward_passes: int  # examples through backward
+    wall_time: float
+    expected_density: float
+    history: list = field(default_factory=list)
+
+
+def concrete_ticket_search(
+    model: torch.nn.Module,
+    names: list[str],
+    batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+    cfg: ConcreteSearchConfig,
+    reduce_grad: Callable[[torch.Tensor], torch.Tensor] = lambda g: g,
+) -> SearchResult:
+    """Search a mask over the weights ``names`` of ``model`` (left unchanged) with ``cfg.steps`` Adam steps.
+
+    ``batches(epoch)`` yields (images, labels) of un-augmented training data; ``reduce_grad`` averages the
+    logit gradient across processes when there are several.
+    """
+    params = dict(model.named_parameters())
+    weights = [params[n].detach() for n in names]
+    sizes = [w.numel() for w in weights]
+    total = sum(sizes)
+    if total == 0:
+        raise PracError("CTS found no prunable weights in the model")
+    device = weights[0].device
+    init = math.log(cfg.density / (1.0 - cfg.density))
+    logits = torch.full((total,), init, device=device, requires_grad=True)
+    optimizer = torch.optim.Adam([logits], lr=cfg.lr)
+    balance = GradBalance(cfg.density, total, cfg.target_factor, cfg.lambda_momentum)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    was_training = model.training
+    model.eval()  # frozen normalization statistics
+    requires = {n: p.requires_grad for n, p in params.items()}
+    for p in params.values():
+        p.requires_grad_(False)
+    started = time.perf_counter()
+    step = forward = backward = 0
+    history = []
+    try:
+        epoch = 0
+        while step < cfg.steps:
+            for images, labels in batches(epoch):
+                if step == int(cfg.decay_at * cfg.steps):
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.lr * cfg.decay_gamma
+                temperature = cfg.temperature
+                if cfg.final_temperature is not None:
+                    temperature = cfg.temperature * (cfg.final_temperature / cfg.temperature) ** (step / max(1, cfg.steps - 1))
+                with torch.no_grad():
+                    dense_logits = model(images)
+                u = torch.rand(total, device=device, generator=generator).clamp_(1e-6, 1 - 1e-6)
+                soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / temperature)
+                masked = {n: w * m.view_as(w) for n, w, m in zip(names, weights, soft.split(sizes))}
+                sparse_logits = functional_call(model, masked, (images,))
+                loss = cfg.loss_scale * divergence(sparse_logits, dense_logits, cfg.objective, labels)
+                (task_grad,) = torch.autograd.grad(loss, logits)
+                del masked, sparse_logits
+                logits.grad = balance.combine(logits.detach(), reduce_grad(task_grad))
+                optimizer.step()
+                forward += 2 * labels.numel()
+                backward += labels.numel()
+                step += 1
+                if step % max(1, cfg.steps // 20) == 0 or step == cfg.steps:
+                    history.append({"step": step, "loss": float(loss.detach()), "expected_density": float(torch.sigmoid(logits).mean())})
+                if step >= cfg.steps:
+                    break
+            epoch += 1
+    finally:
+        for n, p in params.items():
+            p.requires_grad_(requires[n])
+        model.train(was_training)
+    keep = round(cfg.density * total)
+    flags = _keep_largest(logits.detach().float().cpu(), keep)
+    mask = TicketMask({n: f.view_as(w) for n, f, w in zip(names, flags.split(sizes), weights)})
+    return SearchResult(mask, step, forward, backward, time.perf_counter() - started, float(torch.sigmoid(logits).mean()), history)

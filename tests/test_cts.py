@@ -1,0 +1,122 @@
+"""Concrete Ticket Search: objectives, GradBalance, exact survivor counts, frozen weights, end to end."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import prac_plugin
+from prac_plugin import PracError, TicketMask
+from prac_plugin.masks import prunable_parameter_names
+from prac_plugin.search import ConcreteSearchConfig, GradBalance, concrete_ticket_search, divergence
+
+from conftest import quick_recipe
+
+
+def test_reverse_and_forward_kl_are_taken_in_the_right_order():
+    p, q = torch.tensor([[0.9, 0.1]]), torch.tensor([[0.5, 0.5]])
+    sparse, dense = p.log(), q.log()  # logits whose softmax is p (sparse) and q (dense)
+    kl_pq = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)  # 0.3681
+    kl_qp = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)  # 0.5108
+    assert divergence(sparse, dense, "reverse_kl").item() == pytest.approx(kl_pq, rel=1e-5)
+    assert divergence(sparse, dense, "forward_kl").item() == pytest.approx(kl_qp, rel=1e-5)
+    assert divergence(sparse, dense, "cross_entropy", torch.tensor([1])).item() == pytest.approx(-math.log(0.1), rel=1e-5)
+    assert divergence(dense, dense, "reverse_kl").item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_gradbalance_penalty_only_while_too_dense():
+    balance = GradBalance(density=0.1, num_weights=100)  # allowed: 11 expected survivors
+    task = torch.randn(100)
+    sparse_enough = torch.full((100,), math.log(0.05 / 0.95))
+    assert torch.equal(balance.combine(sparse_enough, task), task)  # err < 0: lambda* = 0
+    too_dense = torch.full((100,), math.log(0.5 / 0.5))
+    fresh = GradBalance(density=0.1, num_weights=100)
+    out = fresh.combine(too_dense, task)
+    penalty = (100 / 11) * 0.25 * torch.ones(100)
+    assert torch.allclose(out, task + task.norm() / penalty.norm() * penalty)  # lambda = lambda* on the first step
+    again = fresh.combine(too_dense, 2 * task)  # then the moving average
+    lam = 0.99 * (task.norm() / penalty.norm()) + 0.01 * (2 * task.norm() / penalty.norm())
+    assert torch.allclose(again, 2 * task + lam * penalty, rtol=1e-5)
+
+
+def toy_batches(seed=0, n=256, batch=64):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 8, 8, generator=generator)
+    y = torch.randint(0, 3, (n,), generator=generator)
+
+    def batches(epoch):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+        for chunk in order.split(batch):
+            yield x[chunk], y[chunk]
+
+    return batches
+
+
+def test_search_drives_density_to_target_keeps_exact_count_and_freezes_the_model(tiny_net):
+    for _ in range(3):  # give BN running statistics non-trivial values
+        tiny_net(torch.randn(32, 1, 8, 8))
+    before = {k: v.clone() for k, v in tiny_net.state_dict().items()}
+    names = prunable_parameter_names(tiny_net, ignore=["fc"])
+    total = sum(dict(tiny_net.named_parameters())[n].numel() for n in names)
+    cfg = ConcreteSearchConfig(density=0.1, steps=300, seed=0)
+    result = concrete_ticket_search(tiny_net, names, toy_batches(), cfg)
+    assert result.mask.num_remaining == round(0.1 * total) == 148
+    assert result.mask.num_total == total and sorted(result.mask.masks) == sorted(names)
+    assert 0.08 <= result.expected_density <= 0.1 * 1.1 * 1.02  # held at or just under 1.1 x target
+    assert result.history[0]["expected_density"] > result.expected_density or result.history[0]["expected_density"] <= 0.11
+    for key, value in tiny_net.state_dict().items():  # weights and BN statistics untouched
+        assert torch.equal(value, before[key]), key
+    assert all(p.requires_grad for p in tiny_net.parameters()) and tiny_net.training
+    assert result.forward_passes == 2 * result.backward_passes == 2 * 300 * 64
+
+
+def test_search_is_deterministic_and_ties_break_by_index(tiny_net):
+    names = prunable_parameter_names(tiny_net, ignore=["fc"])
+    cfg = ConcreteSearchConfig(density=0.2, steps=20, seed=3)
+    a = concrete_ticket_search(tiny_net, names, toy_batches(), cfg).mask
+    b = concrete_ticket_search(tiny_net, names, toy_batches(), cfg).mask
+    assert a.equal(b)
+    from prac_plugin.masks import _keep_largest
+
+    assert _keep_largest(torch.tensor([1.0, 2.0, 2.0, 2.0, 0.5]), 2).tolist() == [False, True, True, False, False]
+
+
+@pytest.mark.parametrize(
+    "ticket, message",
+    [
+        ({"densities": [0.1, 1.0]}, "ticket.densities entry 1.0 is outside (0, 1)"),
+        ({"densities": [0.0]}, "ticket.densities entry 0.0 is outside (0, 1)"),
+        ({"densities": []}, "ticket.densities is empty"),
+        ({"objective": "js"}, "ticket.objective = 'js' is not allowed; choose one of 'reverse_kl', 'forward_kl', 'cross_entropy'"),
+    ],
+)
+def test_cts_bad_options(ticket, message):
+    raw = quick_recipe()
+    raw["ticket"] = {"strategy": "cts", **ticket}
+    with pytest.raises(PracError) as info:
+        prac_plugin.parse_recipe(raw)
+    assert message in str(info.value)
+
+
+def test_search_on_a_model_without_prunable_weights_is_an_error():
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(4))
+    with pytest.raises(PracError, match="no prunable Conv/Linear weights"):
+        prunable_parameter_names(model)
+
+
+def test_cts_end_to_end_on_digits(tmp_path):
+    raw = quick_recipe(train={"epochs": 3})
+    raw["ticket"] = {"strategy": "cts", "densities": [0.1, 0.03], "ignore": ["fc"], "rewind": "1ep", "search_steps": 15, "search_batch_size": 256}
+    rows = prac_plugin.run(raw, str(tmp_path / "cts"))
+    assert [round(r["weights_remaining_pct"], 2) for r in rows] == [100.0, 10.0, 3.0]
+    total = 64 * 300 + 300 * 100
+    rewind = json.loads((tmp_path / "cts" / "rewind.json").read_text())["step"]
+    for level, density in ((1, 0.1), (2, 0.03)):
+        metrics = json.loads((tmp_path / "cts" / f"level_{level:02d}" / "metrics.json").read_text())
+        mask = TicketMask.load(tmp_path / "cts" / f"level_{level:02d}" / "mask.safetensors")
+        assert mask.num_remaining == round(density * total) == metrics["remaining_weights"]
+        assert metrics["start_step"] == rewind and metrics["optimizer_steps"] == metrics["total_steps"] - rewind
+        # 1294 training examples in batches of 256: 6 batches an epoch (the last of 14), 15 steps = 2 epochs + 3 batches
+        assert metrics["cts_search_steps"] == 15 and metrics["cts_search_backward_passes"] == 2 * 1294 + 3 * 256
+        assert metrics["test_acc"] > 0.3
