@@ -160,7 +160,7 @@ def concrete_ticket_search(
                 backward += labels.numel()
                 step += 1
                 if step % max(1, cfg.steps // 20) == 0 or step == cfg.steps:
-                    history.append({"step": step, "loss": float(loss.detach()), "expected_density": float(torch.sigmoid(logits).mean())})
+                    history.append({"step": step, "loss": float(loss.detach()), "expected_density": float(torch.sigmoid(logits.detach()).mean())})
                 if step >= cfg.steps:
                     break
             epoch += 1
@@ -171,4 +171,4 @@ def concrete_ticket_search(
     keep = round(cfg.density * total)
     flags = _keep_largest(logits.detach().float().cpu(), keep)
     mask = TicketMask({n: f.view_as(w) for n, f, w in zip(names, flags.split(sizes), weights)})
-    return SearchResult(mask, step, forward, backward, time.perf_counter() - started, float(torch.sigmoid(logits).mean()), history)
+    return SearchResult(mask, step, forward, backward, time.perf_counter() - started, float(torch.sigmoid(logits.detach()).mean()), history)
