@@ -59,13 +59,14 @@ class GradBalance:
 
     @torch.no_grad()
     def combine(self, logits: torch.Tensor, task_grad: torch.Tensor) -> torch.Tensor:
-        """The gradient to apply: task gradient plus the weighted density-penalty gradient."""
-        probs = torch.sigmoid(logits)
-        penalty_grad = (100.0 / self.allowed) * probs * (1.0 - probs)
+        """The gradient to apply: task gradient plus the weighted density-penalty gradient (in ``task_grad``'s memory)."""
+        penalty_grad = torch.sigmoid(logits)
+        error = 100.0 * (penalty_grad.sum() / self.allowed - 1.0)
+        penalty_grad.mul_(penalty_grad.neg().add_(1.0)).mul_(100.0 / self.allowed)  # (100 / A) s (1 - s)
         ratio = task_grad.norm() / penalty_grad.norm().clamp_min(1e-30)
-        target = torch.where(self.error(logits) > 0, ratio, torch.zeros_like(ratio))  # no host sync
+        target = torch.where(error > 0, ratio, torch.zeros_like(ratio))  # no host sync
         self.lam = target if self.lam is None else self.momentum * self.lam + (1.0 - self.momentum) * target
-        return task_grad + self.lam * penalty_grad
+        return task_grad.add_(penalty_grad.mul_(self.lam))
 
 
 @dataclass
@@ -147,15 +148,22 @@ def concrete_ticket_search(
                     temperature = cfg.temperature * (cfg.final_temperature / cfg.temperature) ** (step / max(1, cfg.steps - 1))
                 with torch.no_grad():
                     dense_logits = model(images)
-                u = torch.rand(total, device=device, generator=generator).clamp_(1e-6, 1 - 1e-6)
-                soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / temperature)
+                    # soft mask in place: sigmoid((logit + logistic noise) / temperature), noise = logit(u)
+                    soft = torch.rand(total, device=device, generator=generator).clamp_(1e-6, 1 - 1e-6)
+                    soft.logit_().add_(logits).div_(temperature).sigmoid_()
+                soft.requires_grad_(True)
                 masked = {n: w * m.view_as(w) for n, w, m in zip(names, weights, soft.split(sizes))}
                 sparse_logits = functional_call(model, masked, (images,))
                 loss = cfg.loss_scale * divergence(sparse_logits, dense_logits, cfg.objective, labels)
-                (task_grad,) = torch.autograd.grad(loss, logits)
+                (task_grad,) = torch.autograd.grad(loss, soft)
                 del masked, sparse_logits
+                with torch.no_grad():  # chain rule through the sigmoid by hand: d soft / d logit = s (1 - s) / T
+                    soft = soft.detach()
+                    task_grad.mul_(soft).mul_(soft.neg_().add_(1.0)).div_(temperature)
+                    del soft
                 logits.grad = balance.combine(logits.detach(), reduce_grad(task_grad))
                 optimizer.step()
+                logits.grad = None  # not alive during the next forward and backward
                 forward += 2 * labels.numel()
                 backward += labels.numel()
                 step += 1
@@ -169,6 +177,7 @@ def concrete_ticket_search(
             p.requires_grad_(requires[n])
         model.train(was_training)
     keep = round(cfg.density * total)
+    del optimizer  # free Adam's moments before sorting the logits
     flags = _keep_largest(logits.detach().float().cpu(), keep)
     mask = TicketMask({n: f.view_as(w) for n, f, w in zip(names, flags.split(sizes), weights)})
     return SearchResult(mask, step, forward, backward, time.perf_counter() - started, float(torch.sigmoid(logits.detach()).mean()), history)
