@@ -15,7 +15,6 @@ import json
 import statistics
 from pathlib import Path
 
-import prac_plugin
 from prac_plugin.recipes import apply_overrides, load_recipe_dict, parse_recipe
 from prac_plugin.pipeline import run_recipe
 

@@ -24,7 +24,7 @@ from .errors import PracError
 from .io import state_to_cpu
 from .masks import MaskEnforcer
 from .recipes import Recipe
-from .report import markdown_table, write_summary
+from .report import write_summary
 from .rundir import RunDirectory
 from .strategies import registry
 

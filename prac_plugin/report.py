@@ -69,6 +69,13 @@ def plot_curve(rows: list[dict], path, title: str) -> None:
     plt.close(fig)
 
 
+def layer_table(layers: list[dict]) -> str:
+    """Per-layer density of one level's mask, as Markdown."""
+    lines = ["| layer | weights | remaining | density % |", "|---|---:|---:|---:|"]
+    lines += [f"| {l['name']} | {l['total']} | {l['remaining']} | {100 * l['density']:.2f} |" for l in layers]
+    return "\n".join(lines) + "\n"
+
+
 def totals_line(totals: dict) -> str:
     line = f"Total: {totals['optimizer_steps']} optimizer steps ({totals['full_data_steps']} with full data"
     if totals.get("savings") is not None:
@@ -105,7 +112,8 @@ def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
     atomic_write_text(
         run.path / "summary.md",
         f"# {model_name} on {recipe.get('data', {}).get('path', '?')}\n\n{table}\n"
-        f"{totals_line(totals)}\n",
+        f"{totals_line(totals)}\n"
+        + (f"\n## Per-layer density at level {metrics[-1]['level']}\n\n{layer_table(metrics[-1]['layers'])}" if metrics and metrics[-1].get("layers") else ""),
     )
     table += "\n" + totals_line(totals) + "\n"
     if rows:

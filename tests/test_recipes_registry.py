@@ -32,7 +32,7 @@ def test_defaults_fill_a_minimal_recipe():
         ({"ticket": {"fraction": 1.2}}, "prune fraction 1.2 is outside (0, 1)"),
         ({"ticket": {"fraction": 0}}, "prune fraction 0.0 is outside (0, 1)"),
         ({"ticket": {"rewind": "2 epochs"}}, "rewind point '2 epochs' is not understood"),
-        ({"ticket": {"strategy": "magic"}}, "unknown ticket.strategy 'magic'; available: ltr"),
+        ({"ticket": {"strategy": "magic"}}, "unknown ticket.strategy 'magic'; available: cts, ltr"),
         ({"ticket": {"levels": 3, "fractoin": 0.2}}, "unknown key ticket.fractoin; allowed keys: levels, fraction"),
         ({"data_selection": {"strategy": "random", "fraction": 2}}, "data_selection.fraction = 2.0 must be in (0, 1]"),
         ({"data": {"augment": {"flip": True}}}, "unknown key data.augment.flip; allowed keys: random_crop_padding, hflip"),

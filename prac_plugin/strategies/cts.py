@@ -10,7 +10,7 @@ from typing import Literal, Optional
 import torch
 
 from ..errors import PracError
-from ..masks import TicketMask, prunable_parameter_names
+from ..masks import prunable_parameter_names
 from ..search.concrete import ConcreteSearchConfig, concrete_ticket_search
 from .base import LevelPlan, StrategyOptions
 from .ltr import LotteryTicketRewinding
