@@ -6,6 +6,7 @@ ticket strategy the mask and starting weights, and the trainer does the rest.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,16 @@ def make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
         # Accelerate keeps one process-wide state and refuses a second precision; a single process (a notebook,
         # several runs in one script) may switch, so start its state afresh. Launched multi-process runs may not.
         AcceleratorState._reset_state(reset_partial_state=False)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    # with several launched processes and no GPU, Accelerate only joins them when asked for the CPU explicitly
+    cpu = recipe.train.cpu or (launched > 1 and not torch.cuda.is_available())
     try:
-        accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=recipe.train.cpu, log_with=log_with, project_dir=str(run_dir))
+        accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=cpu, log_with=log_with, project_dir=str(run_dir))
     except ValueError as exc:
         raise PracError(f"train.mixed_precision = {recipe.train.mixed_precision!r} is not available here: {exc}") from None
+    if launched > 1 and accelerator.num_processes != launched:
+        # each process would run the whole recipe on its own and write the same files
+        raise PracError(f"{launched} processes were launched but Accelerate joined {accelerator.num_processes}; check the launcher's backend")
     if recipe.train.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         # Accelerate would silently train in fp32 here
         raise PracError("train.mixed_precision = 'fp16' needs a GPU; on a CPU use 'bf16' or 'no'")
@@ -142,7 +149,7 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
         test = trainer.evaluate(model, "test") if "test" in sources else (None, None)
         extra = selection.end_level(level, unwrapped)
         metrics = {
-            "format_version": 1, "package_version": __version__, "level": level,
+            "format_version": 1, "package_version": __version__, "level": level, "num_processes": accelerator.num_processes,
             "weights_remaining_pct": remaining, "sparsity_pct": 100.0 - remaining,
             "prunable_weights": plan.mask.num_total, "remaining_weights": plan.mask.num_remaining,
             "val_loss": val[0], "val_acc": val[1], "test_loss": test[0], "test_acc": test[1],

@@ -228,3 +228,26 @@ def test_early_bird_stops_after_a_window_of_stable_masks(tiny_net):
             tiny_net.fc1.weight.copy_(torch.randn_like(tiny_net.fc1.weight))  # a new mask every epoch
         assert moving(epoch, tiny_net) is False
     assert min(moving.distances) > 0.08
+
+
+def test_per_process_trackers_combine_to_the_single_process_statistics():
+    """Each example is presented on one process per epoch; max-combining the epoch buffers is exact."""
+    generator = torch.Generator().manual_seed(0)
+    n, epochs = 40, 6
+    single, rank0, rank1 = ForgettingTracker(n), ForgettingTracker(n), ForgettingTracker(n)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        logits = torch.randn(n, 3, generator=generator)
+        targets = torch.randint(0, 3, (n,), generator=generator)
+        for chunk in order.split(8):  # a global batch of 8, split over two processes as BatchSource does
+            single.update(logits[chunk], targets[chunk], chunk)
+            rank0.update(logits[chunk[0::2]], targets[chunk[0::2]], chunk[0::2])
+            rank1.update(logits[chunk[1::2]], targets[chunk[1::2]], chunk[1::2])
+        both = torch.maximum(rank0._epoch, rank1._epoch)  # what all_reduce(MAX) returns on every process
+        single.end_epoch()
+        rank0.end_epoch(lambda buffer: both.clone())
+        rank1.end_epoch(lambda buffer: both.clone())
+    for tracker in (rank0, rank1):
+        assert torch.equal(tracker.forgetting, single.forgetting) and torch.equal(tracker.critical(), single.critical())
+        assert torch.equal(tracker.presentations, torch.full((n,), epochs, dtype=torch.int32))
+    assert int(single.forgetting.sum()) > 0  # the sequence did contain forgetting events

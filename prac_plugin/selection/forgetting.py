@@ -11,6 +11,8 @@ lost; queries fold any pending epoch first.
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 
 _PENDING = -1  # not presented since the last fold
@@ -35,8 +37,14 @@ class ForgettingTracker:
         self._epoch[positions.to(self._epoch.device)] = (logits.argmax(1) == targets).to(self._epoch.device, torch.int8)
 
     @torch.no_grad()
-    def end_epoch(self) -> None:
-        """Fold the epoch's predictions into the counts (call once per pass over the data)."""
+    def end_epoch(self, combine: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
+        """Fold the epoch's predictions into the counts (call once per pass over the data).
+
+        With several processes, ``combine`` must return the element-wise maximum of every process's
+        buffer: each example was presented on exactly one process, the others hold -1 for it.
+        """
+        if combine is not None:
+            self._epoch = combine(self._epoch)
         seen = self._epoch != _PENDING
         correct = self._epoch == 1
         self.forgetting += (seen & self.last_correct & ~correct).to(torch.int32)  # correct before, wrong now

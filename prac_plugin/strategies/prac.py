@@ -88,14 +88,23 @@ class PracSelection(DataSelectionStrategy):
                                    getattr(ticket, "include", ()), getattr(ticket, "ignore", ()))
 
         def hook(epoch: int, model: torch.nn.Module) -> bool:
-            self.tracker.end_epoch()
+            self.tracker.end_epoch(self._combine)
             return early_bird is not None and early_bird(epoch, model)
 
         return hook
 
+    def _combine(self, epoch_buffer: torch.Tensor) -> torch.Tensor:
+        """Every process's per-example epoch results, exactly once (see ForgettingTracker.end_epoch)."""
+        if self.run.accelerator.num_processes == 1:
+            return epoch_buffer
+        combined = epoch_buffer.to(torch.int32)  # gloo has no int8 reductions
+        torch.distributed.all_reduce(combined, op=torch.distributed.ReduceOp.MAX)
+        return combined.to(torch.int8)
+
     def end_level(self, level: int, model: torch.nn.Module) -> dict:
         opts, run = self.options, self.run
         batch = run.recipe.train.eval_batch_size
+        self.tracker.end_epoch(self._combine)  # the level's last (possibly partial) epoch
         cet = self.tracker.critical(opts.forgetting_threshold).cpu()
         dense_file = run.run_dir.path / "prac" / "dense_predictions.safetensors"
         current = predictions(model, self.eval_source, batch).cpu()  # one forward pass per training example
