@@ -120,3 +120,12 @@ def test_cts_end_to_end_on_digits(tmp_path):
         # 1294 training examples in batches of 256: 6 batches an epoch (the last of 14), 15 steps = 2 epochs + 3 batches
         assert metrics["cts_search_steps"] == 15 and metrics["cts_search_backward_passes"] == 2 * 1294 + 3 * 256
         assert metrics["test_acc"] > 0.3
+
+
+def test_cts_under_bf16_autocast(tmp_path):
+    raw = quick_recipe(train={"epochs": 2, "mixed_precision": "bf16"})
+    raw["ticket"] = {"strategy": "cts", "densities": [0.05], "ignore": ["fc"], "rewind": "1ep", "search_steps": 10}
+    prac_plugin.run(raw, str(tmp_path / "bf16"))
+    metrics = json.loads((tmp_path / "bf16" / "level_01" / "metrics.json").read_text())
+    assert metrics["remaining_weights"] == round(0.05 * (64 * 300 + 300 * 100)) and metrics["test_acc"] > 0.3
+    assert all(h["loss"] == h["loss"] for h in metrics["cts_search_history"])  # no NaN under autocast

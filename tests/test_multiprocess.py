@@ -33,3 +33,18 @@ def test_two_process_prac_run_matches_one_process(tmp_path):
         overlap = len(set(a.rows.tolist()) & set(b.rows.tolist()))
         # DDP averages two half-batch gradients: the same math as one process up to float rounding
         assert overlap / len(set(a.rows.tolist()) | set(b.rows.tolist())) >= 0.95
+
+
+def test_two_process_cts_search(tmp_path):
+    """The mask logits' gradient is averaged over processes; the ticket keeps exactly round(density * d)."""
+    recipe = quick_recipe(train={"epochs": 2})
+    recipe["ticket"] = {"strategy": "cts", "densities": [0.05], "ignore": ["fc"], "rewind": "1ep", "search_steps": 10, "search_batch_size": 256}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+               "-m", "prac_plugin", "run", str(path), "--output", str(tmp_path / "two")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "two" / "level_01" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["remaining_weights"] == round(0.05 * (64 * 300 + 300 * 100))
+    assert metrics["cts_search_steps"] == 10 and metrics["test_acc"] > 0.3
