@@ -12,14 +12,19 @@ from prac_plugin.selection import PracIndex
 from conftest import quick_recipe
 
 
-def test_two_process_prac_run_matches_one_process(tmp_path):
-    recipe = quick_recipe(data_selection={"strategy": "prac"}, ticket={"levels": 1}, train={"epochs": 4})
+def run_two_processes(recipe: dict, tmp_path, port: int) -> None:
+    """``prac run`` under torchrun with two CPU processes (gloo), into ``tmp_path / "two"``."""
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
                "-m", "prac_plugin", "run", str(path), "--output", str(tmp_path / "two")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_two_process_prac_run_matches_one_process(tmp_path):
+    recipe = quick_recipe(data_selection={"strategy": "prac"}, ticket={"levels": 1}, train={"epochs": 4})
+    run_two_processes(recipe, tmp_path, port=29533)
     prac_plugin.run(recipe, str(tmp_path / "one"))
     for level in (0, 1):
         two = json.loads((tmp_path / "two" / f"level_{level:02d}" / "metrics.json").read_text())
@@ -39,12 +44,7 @@ def test_two_process_cts_search(tmp_path):
     """The mask logits' gradient is averaged over processes; the ticket keeps exactly round(density * d)."""
     recipe = quick_recipe(train={"epochs": 2})
     recipe["ticket"] = {"strategy": "cts", "densities": [0.05], "ignore": ["fc"], "rewind": "1ep", "search_steps": 10, "search_batch_size": 256}
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
-               "-m", "prac_plugin", "run", str(path), "--output", str(tmp_path / "two")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_two_processes(recipe, tmp_path, port=29534)
     metrics = json.loads((tmp_path / "two" / "level_01" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["remaining_weights"] == round(0.05 * (64 * 300 + 300 * 100))
     assert metrics["cts_search_steps"] == 10 and metrics["test_acc"] > 0.3
