@@ -3,6 +3,8 @@ import os
 # the test machines have no Hub access: fail Hub look-ups at once instead of after network time-outs
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# decoded-image cache of the test session, not the user's
+os.environ.setdefault("PRAC_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"prac-test-cache-{os.getpid()}"))
 
 import pytest  # noqa: E402
 import torch

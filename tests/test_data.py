@@ -49,7 +49,7 @@ def test_digits_builtin_splits_are_seeded_and_recorded():
 
 
 def test_local_parquet_detects_img_and_fine_label(parquet_files):
-    bundle = load_data(data_cfg(path="parquet", data_files=parquet_files, val_fraction=0.25))
+    bundle = load_data(data_cfg(path="parquet", data_files=parquet_files, val_fraction=0.25, in_memory=True))
     assert (bundle.image_column, bundle.label_column) == ("img", "fine_label")
     assert bundle.class_names == list("abcd") and bundle.num_classes == 4 and bundle.in_chans == 3
     assert bundle.info["sizes"] == {"train": 30, "val": 10, "test": 12}
@@ -144,3 +144,23 @@ def test_split_slicing(parquet_files):
     assert int(bundle.train.row_ids.max()) < 20
     with pytest.raises(PracError, match=r"data.train_split 'dev\[:5\]' is not a split"):
         load_data(data_cfg(path="parquet", data_files=parquet_files, train_split="dev[:5]"))
+
+
+def test_decoded_images_are_cached_per_dataset_fingerprint(parquet_files, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRAC_CACHE", str(tmp_path / "cache"))
+    first = load_data(data_cfg(path="parquet", data_files=parquet_files, val_fraction=0.25, in_memory=True))
+    entries = sorted((tmp_path / "cache" / "decoded").glob("*.safetensors"))
+    assert len(entries) == 2  # train and test splits
+    import prac_plugin.engine.data as data_module
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(data_module, "_decode", no_decoding)
+    again = load_data(data_cfg(path="parquet", data_files=parquet_files, val_fraction=0.25, in_memory=True))
+    assert torch.equal(again.train.images, first.train.images) and torch.equal(again.test.images, first.test.images)
+    monkeypatch.undo()
+    monkeypatch.setenv("PRAC_CACHE", str(tmp_path / "cache"))
+    entries[0].write_bytes(b"garbage")  # a damaged entry is rebuilt
+    rebuilt = load_data(data_cfg(path="parquet", data_files=parquet_files, val_fraction=0.25, in_memory=True))
+    assert torch.equal(rebuilt.test.images, first.test.images) and torch.equal(rebuilt.train.images, first.train.images)

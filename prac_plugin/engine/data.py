@@ -9,7 +9,9 @@ per-example statistics and index files refer to the dataset, not to a shuffled c
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
@@ -18,7 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from safetensors.torch import load_file
+
 from ..errors import PracError
+from ..io import atomic_save_safetensors
 from ..recipes import DataSection
 from .builtin_datasets import load_builtin
 
@@ -165,6 +170,33 @@ def _to_tensor(array: np.ndarray, image_size: Optional[int]) -> torch.Tensor:
     return images
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("PRAC_CACHE", Path.home() / ".cache" / "prac_plugin")) / "decoded"
+
+
+def _decoded_images(ds: datasets.Dataset, column: str, image_size: Optional[int], path: str) -> torch.Tensor:
+    """uint8 NCHW images of ``ds``, decoded once per machine: cached by the dataset's fingerprint.
+
+    A ``datasets`` fingerprint hashes local files and times, so it is a sound key for a local cache (and
+    only for that). Built-in datasets are cheap to build and are not cached.
+    """
+    fingerprint = getattr(ds, "_fingerprint", None)
+    if path.startswith("builtin:") or not fingerprint:
+        return _to_tensor(_decode(ds, column), image_size)
+    cache = _cache_dir() / f"{fingerprint}-{column}-{image_size or 'native'}.safetensors"
+    if cache.is_file():
+        try:
+            return load_file(str(cache))["images"]
+        except Exception:  # a damaged cache entry is rebuilt, never trusted
+            cache.unlink(missing_ok=True)
+    images = _to_tensor(_decode(ds, column), image_size)
+    try:
+        atomic_save_safetensors({"images": images}, cache)
+    except OSError:  # a read-only or full cache disk only costs the next run a decode
+        pass
+    return images
+
+
 def _carve_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if not 0.0 < fraction < 1.0:
         raise PracError(f"data.val_fraction = {fraction} must be in (0, 1), or 0 for no validation set")
@@ -222,7 +254,7 @@ def load_data(cfg: DataSection) -> DataBundle:
         if in_memory:
             if id(ds) not in decoded:
                 try:
-                    decoded[id(ds)] = _to_tensor(_decode(ds, image_column), cfg.image_size)
+                    decoded[id(ds)] = _decoded_images(ds, image_column, cfg.image_size, cfg.path)
                 except ValueError:
                     raise PracError(f"images of split {name!r} differ in size; set data.in_memory: false or data.image_size") from None
             return ImageSplit(name, labels, rows, images=decoded[id(ds)][rows])
