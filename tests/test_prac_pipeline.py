@@ -115,6 +115,7 @@ def test_index_file_for_another_dataset_is_refused(prac_run, tmp_path):
         ({"strategy": "prac", "forgetting_threshold": -1}, "forgetting_threshold = -1 must be 0 or more"),
         ({"strategy": "index"}, "data_selection.path is required"),
         ({"strategy": "index", "path": "nowhere.prac.safetensors"}, "index file 'nowhere.prac.safetensors' does not exist"),
+        ({"strategy": "random", "sizes_from": "runs/none"}, "sizes_from 'runs/none' is not a PrAC run directory"),
         ({"strategy": "prac", "criteria": "cet", "forgetting_threshold": 1000}, r"the PrAC set of round \d is empty .*lower data_selection.forgetting_threshold"),
     ],
 )

@@ -46,6 +46,11 @@ class RandomSubset(DataSelectionStrategy):
     name = "random"
     Options = RandomOptions
 
+    def __init__(self, options, run):
+        super().__init__(options, run)
+        if options.sizes_from is not None and not (Path(options.sizes_from) / "prac").is_dir():
+            raise PracError(f"data_selection.sizes_from {options.sizes_from!r} is not a PrAC run directory (no prac/ folder)")
+
     def _size(self, level: int, n: int) -> int:
         """``fraction`` of the split, or the size of the set a PrAC run trained level ``level`` on."""
         if self.options.sizes_from is None:
