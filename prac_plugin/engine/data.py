@@ -246,11 +246,13 @@ def load_data(cfg: DataSection) -> DataBundle:
             in_memory = False
 
     decoded: dict[int, torch.Tensor] = {}  # train and a carved validation set share one decoding
+    labels_of: dict[int, torch.Tensor] = {}  # ... and one read of the label column
 
     def make(name: str, ds: datasets.Dataset, rows: Optional[torch.Tensor]) -> ImageSplit:
-        labels = _labels(ds, label_column)
+        if id(ds) not in labels_of:
+            labels_of[id(ds)] = _labels(ds, label_column)
         rows = torch.arange(len(ds)) if rows is None else rows
-        labels = labels[rows]
+        labels = labels_of[id(ds)][rows]
         if in_memory:
             if id(ds) not in decoded:
                 try:
@@ -277,7 +279,7 @@ def load_data(cfg: DataSection) -> DataBundle:
         image_column=image_column, label_column=label_column, in_memory=bool(in_memory),
         num_classes=num_classes, in_chans=in_chans, image_size=list(image_size),
     )
-    source_labels = _labels(train_full, label_column)
+    source_labels = labels_of[id(train_full)]
     features_json = json.dumps(train_full.features.to_dict(), sort_keys=True)
     return DataBundle(train, val, test, num_classes, in_chans, image_size, image_column, label_column, bool(in_memory),
                       class_names, info, source_labels, features_json)

@@ -13,7 +13,7 @@ from ..errors import PracError
 from ..masks import prunable_parameter_names
 from ..search.concrete import ConcreteSearchConfig, concrete_ticket_search
 from .base import LevelPlan, StrategyOptions
-from .ltr import LotteryTicketRewinding
+from .ltr import LotteryTicketRewinding, rewind_start
 from .registry import register
 
 
@@ -73,9 +73,7 @@ class ConcreteTicketSearch(LotteryTicketRewinding):
         density = opts.densities[level - 1]
         weights, info = run.run_dir.load_state("rewind" if opts.search_at == "rewind" else "init")
         model.load_state_dict(weights)
-        start = 0
-        if opts.search_at == "rewind":
-            start = info["step"] if schedule.total_steps == info["total_steps"] else round(info["step"] * schedule.total_steps / info["total_steps"])
+        start = rewind_start(info, schedule) if opts.search_at == "rewind" else 0
         names = prunable_parameter_names(model, opts.include, opts.ignore)
         batch_size = opts.search_batch_size
         steps = opts.search_steps or max(1, round(opts.search_epochs * -(-len(run.data.train) // batch_size)))

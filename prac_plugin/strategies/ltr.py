@@ -20,6 +20,14 @@ from .base import LevelPlan, StrategyOptions, TicketStrategy
 from .registry import register
 
 
+def rewind_start(info: dict, schedule) -> int:
+    """The step a level resumes at: the rewind step, scaled when the level's schedule is shorter or longer
+    than level 0's (a level trained on fewer examples resumes at the same fraction of its schedule)."""
+    if schedule.total_steps == info["total_steps"]:
+        return info["step"]
+    return round(info["step"] * schedule.total_steps / info["total_steps"])
+
+
 @dataclass
 class LTROptions(StrategyOptions):
     levels: int = 8
@@ -73,10 +81,7 @@ class LotteryTicketRewinding(TicketStrategy):
         mask = previous.prune_magnitude(model, opts.fraction, opts.scope)
         weights, info = run_dir.load_state("rewind")
         model.load_state_dict(weights)
-        # a level trained on fewer examples has a shorter schedule; it resumes at the same fraction of it
-        start = info["step"]
-        if schedule.total_steps != info["total_steps"]:
-            start = round(info["step"] * schedule.total_steps / info["total_steps"])
+        start = rewind_start(info, schedule)
         optimizer_state = None
         if opts.rewind_optimizer:
             optimizer_state = torch.load(run_dir.path / "rewind_optimizer.pt", weights_only=True)
