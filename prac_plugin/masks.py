@@ -60,7 +60,7 @@ def count_to_prune(fraction: float, remaining: int) -> int:
     return min(remaining, math.ceil(round(fraction * remaining, 6)))
 
 
-def _keep_largest(scores: torch.Tensor, keep: int) -> torch.Tensor:
+def keep_largest(scores: torch.Tensor, keep: int) -> torch.Tensor:
     """Boolean vector keeping the ``keep`` largest scores; ties go to the lower index (deterministic)."""
     flags = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
     if keep > 0:
@@ -102,10 +102,10 @@ class TicketMask:
         scores = {n: params[n].detach().abs().float().cpu().flatten()[m.flatten()] for n, m in self.masks.items()}
         if scope == "global":
             pool = torch.cat(list(scores.values()))
-            flags = _keep_largest(pool, pool.numel() - count_to_prune(fraction, pool.numel()))
+            flags = keep_largest(pool, pool.numel() - count_to_prune(fraction, pool.numel()))
             kept = dict(zip(scores, torch.split(flags, [s.numel() for s in scores.values()])))
         else:
-            kept = {n: _keep_largest(s, s.numel() - count_to_prune(fraction, s.numel())) for n, s in scores.items()}
+            kept = {n: keep_largest(s, s.numel() - count_to_prune(fraction, s.numel())) for n, s in scores.items()}
         new = {}
         for name, mask in self.masks.items():
             flat = torch.zeros(mask.numel(), dtype=torch.bool)

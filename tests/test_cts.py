@@ -77,9 +77,9 @@ def test_search_is_deterministic_and_ties_break_by_index(tiny_net):
     a = concrete_ticket_search(tiny_net, names, toy_batches(), cfg).mask
     b = concrete_ticket_search(tiny_net, names, toy_batches(), cfg).mask
     assert a.equal(b)
-    from prac_plugin.masks import _keep_largest
+    from prac_plugin.masks import keep_largest
 
-    assert _keep_largest(torch.tensor([1.0, 2.0, 2.0, 2.0, 0.5]), 2).tolist() == [False, True, True, False, False]
+    assert keep_largest(torch.tensor([1.0, 2.0, 2.0, 2.0, 0.5]), 2).tolist() == [False, True, True, False, False]
 
 
 @pytest.mark.parametrize(

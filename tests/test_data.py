@@ -164,3 +164,13 @@ def test_decoded_images_are_cached_per_dataset_fingerprint(parquet_files, tmp_pa
     entries[0].write_bytes(b"garbage")  # a damaged entry is rebuilt
     rebuilt = load_data(data_cfg(path="parquet", data_files=parquet_files, val_fraction=0.25, in_memory=True))
     assert torch.equal(rebuilt.test.images, first.test.images) and torch.equal(rebuilt.train.images, first.train.images)
+
+
+def test_a_process_serves_its_share_or_the_whole_split():
+    bundle = load_data(data_cfg(path="builtin:digits"))
+    rank1 = BatchSource(bundle.test, bundle, data_cfg(), [0.5], [0.25], torch.device("cpu"), rank=1, world_size=2)
+    positions = torch.arange(len(bundle.test))
+    mine = torch.cat([idx for _, _, idx in rank1.batches(positions, 64, training=False)])
+    everything = torch.cat([idx for _, _, idx in rank1.batches(positions, 64, training=False, shard=False)])
+    assert torch.equal(everything, positions)  # scoring statistics over the whole split on every process
+    assert torch.equal(mine, torch.cat([c[1::2] for c in positions.split(64)]))  # training: every other example of a batch

@@ -90,7 +90,7 @@ class FixedSource:
         self.x, self.device = x, torch.device("cpu")
         self.split = list(range(len(x)))
 
-    def batches(self, positions, batch_size, training=False, generator=None, start_batch=0):
+    def batches(self, positions, batch_size, training=False, generator=None, start_batch=0, shard=True):
         for chunk in positions.split(batch_size):
             yield self.x[chunk], None, chunk
 

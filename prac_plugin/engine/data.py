@@ -384,10 +384,11 @@ class BatchSource:
         return (images.float() / 255.0 - self.mean) / self.std
 
     def batches(self, positions: torch.Tensor, batch_size: int, training: bool, generator: Optional[torch.Generator] = None,
-                start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Batches over ``positions`` in the given order; this process's share of each global batch."""
+                start_batch: int = 0, shard: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Batches over ``positions`` in the given order: this process's share of each global batch, or
+        (``shard=False``) every batch, for statistics each process needs over the whole split."""
         chunks = torch.split(positions, batch_size)[start_batch:]
-        if self.world_size > 1:
+        if shard and self.world_size > 1:
             chunks = [c[self.rank :: self.world_size] for c in chunks]
         if self.images is not None:
             for chunk in chunks:

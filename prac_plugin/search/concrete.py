@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..errors import PracError
-from ..masks import TicketMask, _keep_largest
+from ..masks import TicketMask, keep_largest
 
 OBJECTIVES = ("reverse_kl", "forward_kl", "cross_entropy")
 
@@ -178,6 +178,6 @@ def concrete_ticket_search(
         model.train(was_training)
     keep = round(cfg.density * total)
     del optimizer  # free Adam's moments before sorting the logits
-    flags = _keep_largest(logits.detach().float().cpu(), keep)
+    flags = keep_largest(logits.detach().float().cpu(), keep)
     mask = TicketMask({n: f.view_as(w) for n, f, w in zip(names, flags.split(sizes), weights)})
     return SearchResult(mask, step, forward, backward, time.perf_counter() - started, float(torch.sigmoid(logits.detach()).mean()), history)

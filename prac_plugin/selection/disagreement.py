@@ -14,12 +14,8 @@ def predictions(model: torch.nn.Module, source: BatchSource, batch_size: int) ->
     was_training = model.training
     model.eval()
     out = torch.empty(len(source.split), dtype=torch.long, device=source.device)
-    for images, _, positions in source.batches(torch.arange(len(source.split)), batch_size, training=False):
+    for images, _, positions in source.batches(torch.arange(len(source.split)), batch_size, training=False, shard=False):
         out[positions] = model(images).argmax(1)
     model.train(was_training)
     return out
 
-
-def prune_disagreement(dense_predictions: torch.Tensor, sparse_model: torch.nn.Module, source: BatchSource, batch_size: int) -> torch.Tensor:
-    """Boolean mask over the split: True where the sparse model's prediction differs from the dense one's."""
-    return predictions(sparse_model, source, batch_size) != dense_predictions

@@ -17,7 +17,6 @@ from typing import Literal, Optional
 import torch
 
 from .. import __version__
-from ..engine.data import BatchSource
 from ..errors import PracError
 from ..io import atomic_save_safetensors, load_safetensors
 from ..selection.disagreement import predictions
@@ -66,11 +65,6 @@ class PracSelection(DataSelectionStrategy):
     def __init__(self, options, run):
         super().__init__(options, run)
         self.tracker: Optional[ForgettingTracker] = None
-        # every process scores the whole split (exact and simple; sharded scoring is a multi-GPU optimization)
-        data = run.data
-        train_source = run.trainer.sources["train"]
-        self.eval_source = BatchSource(data.train, data, run.recipe.data, train_source.mean.flatten().tolist(),
-                                       train_source.std.flatten().tolist(), train_source.device)
 
     def positions_for_level(self, level: int):
         return None if level == 0 else _set_positions(self.run, level - 1)
@@ -107,7 +101,8 @@ class PracSelection(DataSelectionStrategy):
         self.tracker.end_epoch(self._combine)  # the level's last (possibly partial) epoch
         cet = self.tracker.critical(opts.forgetting_threshold).cpu()
         dense_file = run.run_dir.path / "prac" / "dense_predictions.safetensors"
-        current = predictions(model, self.eval_source, batch).cpu()  # one forward pass per training example
+        # every process scores the whole split, un-augmented (exact and simple; sharding it is a multi-GPU optimization)
+        current = predictions(model, run.trainer.sources["train"], batch).cpu()  # one forward pass per example
         if level == 0:
             if run.is_main_process:
                 atomic_save_safetensors({"predictions": current}, dense_file)
