@@ -316,21 +316,31 @@ def resolve_normalization(cfg: DataSection, bundle: DataBundle, model: torch.nn.
 
 
 # -- batching ----------------------------------------------------------------------------------------
+def augmentation_draws(n: int, padding: int, hflip: bool, generator: torch.Generator):
+    """The random numbers one augmented batch of ``n`` images consumes: crop offsets and flips."""
+    dy = dx = flip = None
+    if padding > 0:
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    if hflip:
+        flip = torch.rand(n, generator=generator) < 0.5
+    return dy, dx, flip
+
+
 def augment_batch(images: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
     """Random crop with zero padding and random horizontal flip for a whole uint8 batch at once."""
     n, _, h, w = images.shape
-    if padding > 0:
+    dy, dx, flip = augmentation_draws(n, padding, hflip, generator)
+    if dy is not None:
         padded = F.pad(images, (padding, padding, padding, padding))
-        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
-        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
+        dy, dx = dy.to(images.device), dx.to(images.device)
         rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
         batch_index = torch.arange(n, device=images.device)[:, None, None, None]
         channel_index = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
         images = padded[batch_index, channel_index, rows, cols]
-    if hflip:
-        flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    if flip is not None:
+        images = torch.where(flip.to(images.device)[:, None, None, None], images.flip(-1), images)
     return images
 
 
@@ -387,14 +397,21 @@ class BatchSource:
                 start_batch: int = 0, shard: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Batches over ``positions`` in the given order: this process's share of each global batch, or
         (``shard=False``) every batch, for statistics each process needs over the whole split."""
-        chunks = torch.split(positions, batch_size)[start_batch:]
+        chunks = torch.split(positions, batch_size)
         if shard and self.world_size > 1:
             chunks = [c[self.rank :: self.world_size] for c in chunks]
+        augment = training and (self.cfg.augment.random_crop_padding or self.cfg.augment.hflip)
+        if augment and self.images is not None:
+            # starting mid-epoch (a rewind point, a resumed checkpoint): consume the skipped batches' random
+            # numbers, so every later batch is augmented exactly as in an uninterrupted epoch
+            for chunk in chunks[:start_batch]:
+                augmentation_draws(len(chunk), self.cfg.augment.random_crop_padding, self.cfg.augment.hflip, generator)
+        chunks = chunks[start_batch:]
         if self.images is not None:
             for chunk in chunks:
                 index = chunk.to(self.device)
                 images = self.images[index]
-                if training and (self.cfg.augment.random_crop_padding or self.cfg.augment.hflip):
+                if augment:
                     images = augment_batch(images, self.cfg.augment.random_crop_padding, self.cfg.augment.hflip, generator)
                 yield self._normalize(images), self.labels[index], index
             return

@@ -27,3 +27,9 @@ class EarlyBird:
         self.previous = flat
         recent = self.distances[-self.window :]
         return len(recent) == self.window and max(recent) < self.eps
+
+    def state_dict(self) -> dict:
+        return {"previous": self.previous, "distances": list(self.distances)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.previous, self.distances = state["previous"], list(state["distances"])

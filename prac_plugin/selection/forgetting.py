@@ -73,7 +73,7 @@ class ForgettingTracker:
         return (self.presentations > 0) & ((self.forgetting > threshold) | ~self.ever_correct)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        self.end_epoch()
+        """Counts and the pending epoch buffer as they are (a mid-epoch checkpoint must not fold a partial epoch)."""
         return {name: getattr(self, name).clone() for name in ("last_correct", "ever_correct", "forgetting", "presentations", "_epoch")}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -82,3 +82,13 @@ class ForgettingTracker:
             if value.shape != current.shape:
                 raise ValueError(f"tracker state {name!r} has shape {tuple(value.shape)}, expected {tuple(current.shape)}")
             current.copy_(value)
+
+
+def max_over_processes(epoch_buffer: torch.Tensor) -> torch.Tensor:
+    """Every process's epoch buffer combined for `ForgettingTracker.end_epoch`: each example was presented on
+    exactly one process and holds -1 on the others, so the element-wise maximum has every result exactly once."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return epoch_buffer
+    combined = epoch_buffer.to(torch.int32)  # gloo has no int8 reductions
+    torch.distributed.all_reduce(combined, op=torch.distributed.ReduceOp.MAX)
+    return combined.to(torch.int8)
