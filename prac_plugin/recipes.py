@@ -80,6 +80,8 @@ class TrainSection:
     seed: int = 0
     eval_every_epochs: int = 0
     deterministic: bool = False
+    channels_last: bool = False
+    compile: Union[bool, Literal["inductor", "aot_eager", "eager", "cudagraphs"]] = False  # torch.compile backend
 
     def __post_init__(self):
         if self.mixed_precision is False:
@@ -101,8 +103,17 @@ class TrainSection:
 
 @dataclass
 class RunSection:
+    """How a run is kept, not what it computes (changing it never makes a run directory foreign)."""
+
     output_dir: Optional[str] = None
     tracker: Literal["auto", "tensorboard", "none"] = "auto"
+    checkpoint_every: str = "1ep"  # mid-level checkpoints: "1ep", "500it" or "none"
+    checkpoint_keep: int = 2
+
+    def __post_init__(self):
+        from .checkpoint import CheckpointPolicy
+
+        CheckpointPolicy.parse(self.checkpoint_every, self.checkpoint_keep)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from accelerate.utils import DistributedType
 from timm.optim import create_optimizer_v2
 from tqdm.auto import tqdm
 
+from ..checkpoint import CheckpointPolicy
 from ..masks import MaskEnforcer
 from ..recipes import TrainSection
 from .data import BatchSource, num_batches
@@ -79,6 +80,31 @@ class TrainResult:
     history: list = field(default_factory=list)
 
 
+@dataclass
+class TrainProgress:
+    """Where a level's training stands: what a mid-level checkpoint must keep to continue it exactly.
+
+    ``loss_sum``, ``correct`` and ``seen`` are this process's running sums of the unfinished epoch
+    (None at an epoch boundary); ``finished`` marks a level that early-bird stopping ended.
+    """
+
+    step: int
+    examples: int = 0
+    history: list = field(default_factory=list)
+    elapsed: float = 0.0
+    finished: bool = False
+    loss_sum: Optional[torch.Tensor] = None
+    correct: Optional[torch.Tensor] = None
+    seen: int = 0
+
+    def state_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "TrainProgress":
+        return cls(**state)
+
+
 def create_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.Optimizer:
     """timm's optimizer factory with the recipe's settings (SGD, SGD+Nesterov, Adam, AdamW)."""
     kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "filter_bias_and_bn": not cfg.decay_norm_and_bias}
@@ -131,31 +157,54 @@ class Trainer:
         observer: Optional[BatchObserver] = None,
         epoch_end: Optional[EpochHook] = None,
         desc: str = "train",
+        resume: Optional[TrainProgress] = None,
+        checkpoint: Optional[Callable[[TrainProgress], None]] = None,
+        policy: Optional[CheckpointPolicy] = None,
     ) -> TrainResult:
-        """Train ``model`` on ``positions`` of the training split from ``start_step`` to the schedule's end."""
+        """Train ``model`` on ``positions`` of the training split from ``start_step`` to the schedule's end.
+
+        ``resume`` continues from a checkpointed `TrainProgress` (model and optimizer already restored);
+        ``checkpoint`` is called with the progress whenever ``policy`` says a checkpoint is due.
+        """
         acc, cfg, source = self.accelerator, self.cfg, self.sources["train"]
         callbacks = step_callbacks or {}
         stepper = _direct_optimizer(acc, optimizer)
         # without a grad scaler or accumulation, Accelerate's backward is loss.backward() plus a division by 1
         backward = (lambda loss: loss.backward()) if stepper is not optimizer else acc.backward
         optimizer = stepper
-        base_lrs = [group["lr"] for group in optimizer.param_groups]
-        unwrapped = acc.unwrap_model(model)
-        result = TrainResult()
-        started = time.perf_counter()
+        base_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["initial_lr"] = base  # kept in the optimizer state: a resumed level scales the same base
+        unwrapped = acc.unwrap_model(model, keep_torch_compile=False)
+        channels_last = cfg.channels_last
+        progress = resume or TrainProgress(step=start_step)
+        started = time.perf_counter() - progress.elapsed
         model.train()
-        step = start_step
-        if step in callbacks:
+        step = progress.step
+        if resume is None and step in callbacks:
             callbacks[step](unwrapped, optimizer)
-        bar = tqdm(total=schedule.total_steps - start_step, desc=desc, disable=not acc.is_local_main_process, leave=True, dynamic_ncols=True)
-        while step < schedule.total_steps:
+        checkpointing = checkpoint is not None and policy is not None and policy.enabled
+
+        def snapshot(loss_sum=None, correct=None, seen=0) -> TrainProgress:
+            progress.step, progress.elapsed = step, time.perf_counter() - started
+            progress.loss_sum, progress.correct, progress.seen = loss_sum, correct, seen
+            return progress
+
+        bar = tqdm(total=schedule.total_steps - start_step, initial=step - start_step, desc=desc,
+                   disable=not acc.is_local_main_process, leave=True, dynamic_ncols=True)
+        while step < schedule.total_steps and not progress.finished:
             epoch, offset = divmod(step, schedule.steps_per_epoch)
             generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, level, epoch))
             order = positions[torch.randperm(len(positions), generator=generator)]
-            loss_sum = torch.zeros((), device=acc.device)
-            correct = torch.zeros((), device=acc.device, dtype=torch.long)
-            seen = 0
+            if progress.loss_sum is not None:  # resumed inside this epoch
+                loss_sum, correct, seen = progress.loss_sum.to(acc.device), progress.correct.to(acc.device), progress.seen
+            else:
+                loss_sum = torch.zeros((), device=acc.device)
+                correct = torch.zeros((), device=acc.device, dtype=torch.long)
+                seen = 0
             for images, labels, index in source.batches(order, cfg.batch_size, True, generator, start_batch=offset):
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 self._set_lr(optimizer, base_lrs, step, schedule)
                 logits = model(images)
                 loss = F.cross_entropy(logits, labels)
@@ -177,20 +226,25 @@ class Trainer:
                     callbacks[step](unwrapped, optimizer)
                 if step >= schedule.total_steps:
                     break
+                if checkpointing and policy.due_inside_epoch(step, schedule.steps_per_epoch, schedule.total_steps):
+                    checkpoint(snapshot(loss_sum.clone(), correct.clone(), seen))
             totals = acc.reduce(torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=acc.device)]), "sum")
             epoch_loss, epoch_acc = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
-            result.examples += int(totals[2].item())
+            progress.examples += int(totals[2].item())
             record = {"epoch": epoch + 1, "step": step, "train_loss": epoch_loss, "train_acc": epoch_acc}
             if cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0 and "val" in self.sources and step < schedule.total_steps:
                 record["val_loss"], record["val_acc"] = self.evaluate(model, "val")
-            result.history.append(record)
+            progress.history.append(record)
             acc.log({f"level_{level:02d}/{k}": v for k, v in record.items() if k not in ("epoch", "step")}, step=step)
             bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.3f}", acc=f"{epoch_acc:.3f}")
             if epoch_end is not None and step < schedule.total_steps and epoch_end(epoch + 1, unwrapped):
                 record["stopped_early"] = True
-                break
+                progress.finished = True
+            if checkpointing and policy.due_at_epoch_end(epoch + 1, step):
+                checkpoint(snapshot())
+            progress.loss_sum = progress.correct = None
         bar.close()
-        result.steps = step - start_step
+        result = TrainResult(steps=step - start_step, examples=progress.examples, history=progress.history)
         result.wall_time = time.perf_counter() - started
         if result.history:
             result.train_loss, result.train_acc = result.history[-1]["train_loss"], result.history[-1]["train_acc"]

@@ -88,3 +88,10 @@ class DataSelectionStrategy:
     def end_level(self, level: int, model: torch.nn.Module) -> dict:
         """Called after a level trained; returns metrics to record for the level."""
         return {}
+
+    def state_dict(self) -> dict:
+        """This process's state inside the running level (after `batch_observer`/`epoch_hook`), for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict` after `batch_observer` and `epoch_hook` were called for the resumed level."""

@@ -21,7 +21,7 @@ from ..errors import PracError
 from ..io import atomic_save_safetensors, load_safetensors
 from ..selection.disagreement import predictions
 from ..selection.early_bird import EarlyBird
-from ..selection.forgetting import ForgettingTracker
+from ..selection.forgetting import ForgettingTracker, max_over_processes
 from ..selection.index_file import SUFFIX, PracIndex, dataset_signature
 from .base import DataSelectionStrategy, StrategyOptions
 from .registry import register
@@ -65,6 +65,7 @@ class PracSelection(DataSelectionStrategy):
     def __init__(self, options, run):
         super().__init__(options, run)
         self.tracker: Optional[ForgettingTracker] = None
+        self.early_bird: Optional[EarlyBird] = None
 
     def positions_for_level(self, level: int):
         return None if level == 0 else _set_positions(self.run, level - 1)
@@ -75,30 +76,33 @@ class PracSelection(DataSelectionStrategy):
 
     def epoch_hook(self, level: int):
         """Fold the epoch into the forgetting counts, then ask early-bird (when on) whether to stop."""
-        early_bird = None
+        self.early_bird = None
         if self.options.early_bird:
             ticket = self.run.recipe.ticket
-            early_bird = EarlyBird(getattr(ticket, "fraction", 0.2), self.options.early_bird_eps, self.options.early_bird_window,
-                                   getattr(ticket, "include", ()), getattr(ticket, "ignore", ()))
+            self.early_bird = EarlyBird(getattr(ticket, "fraction", 0.2), self.options.early_bird_eps, self.options.early_bird_window,
+                                        getattr(ticket, "include", ()), getattr(ticket, "ignore", ()))
 
         def hook(epoch: int, model: torch.nn.Module) -> bool:
-            self.tracker.end_epoch(self._combine)
-            return early_bird is not None and early_bird(epoch, model)
+            self.tracker.end_epoch(max_over_processes)
+            return self.early_bird is not None and self.early_bird(epoch, model)
 
         return hook
 
-    def _combine(self, epoch_buffer: torch.Tensor) -> torch.Tensor:
-        """Every process's per-example epoch results, exactly once (see ForgettingTracker.end_epoch)."""
-        if self.run.accelerator.num_processes == 1:
-            return epoch_buffer
-        combined = epoch_buffer.to(torch.int32)  # gloo has no int8 reductions
-        torch.distributed.all_reduce(combined, op=torch.distributed.ReduceOp.MAX)
-        return combined.to(torch.int8)
+    def state_dict(self) -> dict:
+        state = {"tracker": self.tracker.state_dict()}
+        if self.early_bird is not None:
+            state["early_bird"] = self.early_bird.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.tracker.load_state_dict(state["tracker"])
+        if self.early_bird is not None:
+            self.early_bird.load_state_dict(state["early_bird"])
 
     def end_level(self, level: int, model: torch.nn.Module) -> dict:
         opts, run = self.options, self.run
         batch = run.recipe.train.eval_batch_size
-        self.tracker.end_epoch(self._combine)  # the level's last (possibly partial) epoch
+        self.tracker.end_epoch(max_over_processes)  # the level's last (possibly partial) epoch
         cet = self.tracker.critical(opts.forgetting_threshold).cpu()
         dense_file = run.run_dir.path / "prac" / "dense_predictions.safetensors"
         # every process scores the whole split, un-augmented (exact and simple; sharding it is a multi-GPU optimization)
