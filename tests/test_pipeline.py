@@ -191,3 +191,35 @@ def test_bf16_autocast_and_gradient_clipping_change_the_math_but_keep_the_mask_r
     mask = TicketMask.load(tmp_path / "bf16" / "level_01" / "mask.safetensors")
     weights = load_file(tmp_path / "bf16" / "level_01" / "weights.safetensors")
     assert all(torch.count_nonzero(weights[n][~m]) == 0 for n, m in mask.masks.items())
+
+
+def test_torch_compile_and_channels_last_switches(tmp_path):
+    """torch.compile (dynamo, eager backend: no C++ toolchain needed) runs the same ops: identical weights,
+    clean state_dict keys; channels-last trains a conv net with its weights in that layout."""
+    prac_plugin.run(quick_recipe(ticket={"levels": 1}, train={"compile": "eager"}), str(tmp_path / "compiled"))
+    prac_plugin.run(quick_recipe(ticket={"levels": 1}), str(tmp_path / "plain"))
+    compiled, plain = (load_file(tmp_path / d / "level_01" / "weights.safetensors") for d in ("compiled", "plain"))
+    assert compiled.keys() == plain.keys() and all(torch.equal(compiled[k], plain[k]) for k in plain)
+    metrics = json.loads((tmp_path / "compiled" / "level_01" / "metrics.json").read_text())
+    assert metrics["compiled"] is True
+    assert json.loads((tmp_path / "plain" / "level_01" / "metrics.json").read_text())["compiled"] is False
+
+    recipe = quick_recipe(model={"name": "cifar_resnet20", "kwargs": {}}, ticket={"levels": 1}, train={"epochs": 1, "channels_last": True})
+    recipe["ticket"]["rewind"] = "0it"
+    prac_plugin.run(recipe, str(tmp_path / "cl"))
+    metrics = json.loads((tmp_path / "cl" / "level_01" / "metrics.json").read_text())
+    assert metrics["channels_last"] is True and metrics["test_acc"] > 0.5
+    mask = TicketMask.load(tmp_path / "cl" / "level_01" / "mask.safetensors")
+    weights = load_file(tmp_path / "cl" / "level_01" / "weights.safetensors")
+    assert all(bool((weights[name][~m] == 0).all()) for name, m in mask.masks.items())
+
+
+def test_mixed_precision_follows_the_launcher_unless_the_recipe_says_otherwise(monkeypatch):
+    from prac_plugin.pipeline import effective_precision
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
+    assert effective_precision("no") == "bf16" and effective_precision("bf16") == "bf16"
+    with pytest.raises(PracError, match="accelerate launch asks for mixed precision 'bf16' but train.mixed_precision = 'fp16'"):
+        effective_precision("fp16")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert effective_precision("no") == "no" and effective_precision("fp16") == "fp16"

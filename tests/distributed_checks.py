@@ -1,0 +1,48 @@
+"""Checks that need several real processes; `tests/test_multiprocess.py` runs this under `accelerate launch`.
+
+1. Forgetting statistics gathered across processes equal one process's statistics on the same predictions,
+   each example counted exactly once, also when the last global batch does not split evenly.
+2. The per-level mask check accepts identical masks and refuses masks that differ between processes.
+"""
+
+import torch
+from accelerate import Accelerator
+
+from prac_plugin.errors import PracError
+from prac_plugin.masks import TicketMask
+from prac_plugin.pipeline import check_same_mask_everywhere
+from prac_plugin.selection.forgetting import ForgettingTracker, max_over_processes
+
+accelerator = Accelerator(cpu=True)
+rank, world = accelerator.process_index, accelerator.num_processes
+assert world >= 2, f"launched with {world} process(es)"
+
+num_examples, batch_size, epochs, classes = 1000, 64, 6, 5  # 1000 = 15 batches of 64 + one of 40
+generator = torch.Generator().manual_seed(0)
+labels = torch.randint(0, classes, (num_examples,), generator=generator)
+mine = ForgettingTracker(num_examples)
+everything = ForgettingTracker(num_examples)  # what one process sees: every batch whole
+for epoch in range(epochs):
+    order = torch.randperm(num_examples, generator=generator)
+    logits = torch.randn(num_examples, classes, generator=generator) + 2.0 * epoch / epochs * torch.nn.functional.one_hot(labels, classes)
+    for batch in torch.split(order, batch_size):
+        everything.update(logits[batch], labels[batch], batch)
+        share = batch[rank::world]  # BatchSource's split of a global batch
+        mine.update(logits[share], labels[share], share)
+    everything.end_epoch()
+    mine.end_epoch(max_over_processes)
+for name in ("forgetting", "presentations", "ever_correct", "last_correct"):
+    assert torch.equal(getattr(mine, name), getattr(everything, name)), name
+assert int(mine.presentations.sum()) == num_examples * epochs  # each example exactly once per epoch
+assert torch.equal(mine.critical(), everything.critical())
+
+same = TicketMask({"w": torch.arange(12).view(3, 4) % 3 == 0})
+check_same_mask_everywhere(accelerator, same, 1)
+different = TicketMask({"w": torch.arange(12).view(3, 4) % 3 == (rank % 2)})
+try:
+    check_same_mask_everywhere(accelerator, different, 1)
+except PracError as exc:
+    assert "differs between processes" in str(exc)
+else:
+    raise AssertionError("a mask that differs between processes was accepted")
+print(f"distributed checks passed on rank {rank} of {world}", flush=True)
