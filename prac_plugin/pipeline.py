@@ -237,7 +237,7 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
             "train_loss": result.train_loss, "train_acc": result.train_acc,
             "optimizer_steps": result.steps, "examples_seen": result.examples,
             "start_step": plan.start_step, "total_steps": schedule.total_steps, "steps_per_epoch": schedule.steps_per_epoch,
-            "train_examples": int(positions.numel()), "wall_time_s": time.perf_counter() - started,
+            "train_examples": int(positions.numel()), "wall_time_s": time.perf_counter() - started, "train_time_s": result.wall_time,
             "full_data_steps": full_data_steps(context.full_schedule, schedule, plan.start_step),
             "layers": [{"name": l.name, "total": l.total, "remaining": l.remaining, "density": l.density} for l in plan.mask.layers()],
             "history": result.history, "data": data.info, "normalization": {"mean": mean, "std": std, "source": norm_source},
