@@ -2,15 +2,24 @@
 
 1. Forgetting statistics gathered across processes equal one process's statistics on the same predictions,
    each example counted exactly once, also when the last global batch does not split evenly.
-2. The per-level mask check accepts identical masks and refuses masks that differ between processes.
+2. Prune-disagreement predictions, each process scoring its share of every batch, equal one process scoring
+   the whole split.
+3. The per-level mask check accepts identical masks and refuses masks that differ between processes.
 """
 
 import torch
 from accelerate import Accelerator
 
+import timm
+
+import prac_plugin  # noqa: F401  (registers lenet_300_100)
+from prac_plugin.config_schema import from_dict
+from prac_plugin.engine.data import BatchSource, load_data, resolve_normalization
 from prac_plugin.errors import PracError
 from prac_plugin.masks import TicketMask
 from prac_plugin.pipeline import check_same_mask_everywhere
+from prac_plugin.recipes import DataSection
+from prac_plugin.selection.disagreement import predictions
 from prac_plugin.selection.forgetting import ForgettingTracker, max_over_processes
 
 accelerator = Accelerator(cpu=True)
@@ -35,6 +44,16 @@ for name in ("forgetting", "presentations", "ever_correct", "last_correct"):
     assert torch.equal(getattr(mine, name), getattr(everything, name)), name
 assert int(mine.presentations.sum()) == num_examples * epochs  # each example exactly once per epoch
 assert torch.equal(mine.critical(), everything.critical())
+
+cfg = from_dict(DataSection, {"path": "builtin:digits"}, "data")
+data = load_data(cfg)
+torch.manual_seed(0)
+model = timm.create_model("lenet_300_100", num_classes=data.num_classes, in_chans=1, img_size=8)
+mean, std, _ = resolve_normalization(cfg, data, model)
+source = BatchSource(data.train, data, cfg, mean, std, accelerator.device, rank, world)
+alone = BatchSource(data.train, data, cfg, mean, std, accelerator.device)  # world size 1: scores everything
+shared, whole = predictions(model, source, 100), predictions(model, alone, 100)
+assert (shared >= 0).all() and torch.equal(shared, whole), "sharded predictions differ from one process's"
 
 same = TicketMask({"w": torch.arange(12).view(3, 4) % 3 == 0})
 check_same_mask_everywhere(accelerator, same, 1)

@@ -105,8 +105,8 @@ class PracSelection(DataSelectionStrategy):
         self.tracker.end_epoch(max_over_processes)  # the level's last (possibly partial) epoch
         cet = self.tracker.critical(opts.forgetting_threshold).cpu()
         dense_file = run.run_dir.path / "prac" / "dense_predictions.safetensors"
-        # every process scores the whole split, un-augmented (exact and simple; sharding it is a multi-GPU optimization)
-        current = predictions(model, run.trainer.sources["train"], batch).cpu()  # one forward pass per example
+        # the whole split, un-augmented, each process scoring its share (see `predictions`)
+        current = predictions(model, run.trainer.sources["train"], batch).cpu()  # one forward pass per example in all
         if level == 0:
             if run.is_main_process:
                 atomic_save_safetensors({"predictions": current}, dense_file)
