@@ -87,7 +87,7 @@ class FixedSource:
     """A BatchSource stand-in over fixed feature vectors."""
 
     def __init__(self, x):
-        self.x, self.device = x, torch.device("cpu")
+        self.x, self.device, self.world_size = x, torch.device("cpu"), 1
         self.split = list(range(len(x)))
 
     def batches(self, positions, batch_size, training=False, generator=None, start_batch=0, shard=True):
