@@ -94,9 +94,18 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def test_two_process_run_killed_inside_a_level_resumes_to_the_same_result(tmp_path):
-    """SIGKILL to the launcher and every worker mid-level (a preempted machine); the relaunch resumes every rank
-    from its own state."""
+def rank_of(pid: int) -> int | None:
+    try:
+        variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [int(v.split(b"=", 1)[1]) for v in variables if v.startswith(b"RANK=")]
+    return ranks[0] if ranks else None
+
+
+def test_a_worker_killed_inside_a_level_fails_the_launch_and_the_relaunch_resumes_exactly(tmp_path):
+    """SIGKILL to rank 1 mid-level: the launcher stops the other rank and reports the failure; the relaunch
+    resumes every rank from its own checkpointed state to the result of an uninterrupted run."""
     from test_resume import RECIPE, assert_same_run, level_checkpoints
 
     recipe = tmp_path / "r.yaml"
@@ -120,9 +129,10 @@ def test_two_process_run_killed_inside_a_level_resumes_to_the_same_result(tmp_pa
     while not any((c / "meta.json").is_file() for c in level_checkpoints(tmp_path / "killed", 1)):
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.002)
-    for pid in [process.pid, *descendants(process.pid)]:  # torchrun starts each worker in a session of its own
-        os.kill(pid, signal.SIGKILL)
-    process.wait()
+    worker = next(pid for pid in descendants(process.pid) if rank_of(pid) == 1)
+    os.kill(worker, signal.SIGKILL)
+    log, _ = process.communicate(timeout=120)
+    assert process.returncode != 0 and "exitcode  : -9" in log  # torchrun's failure report names the signal
     assert not (tmp_path / "killed" / "level_01" / "metrics.json").exists()
     assert "Resuming level 1 at step" in finish(tmp_path / "killed")
     assert_same_run(tmp_path / "reference", tmp_path / "killed", levels=2)

@@ -68,7 +68,8 @@ def assert_same_run(a: Path, b: Path, levels: int) -> None:
             left, right = load_file(a / f"level_{level:02d}" / name), load_file(b / f"level_{level:02d}" / name)
             assert left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left), (level, name)
         left, right = (json.loads((d / f"level_{level:02d}" / "metrics.json").read_text()) for d in (a, b))
-        left.pop("wall_time_s"), right.pop("wall_time_s")
+        for timing in ("wall_time_s", "train_time_s"):
+            left.pop(timing), right.pop(timing)
         assert left == right, level
         prac_a, prac_b = (load_file(d / "prac" / f"round_{level:02d}.prac.safetensors") for d in (a, b))
         # forgetting scores are NaN for set members not trained this round: compare NaN as equal
