@@ -82,3 +82,14 @@ class ForgettingTracker:
             if value.shape != current.shape:
                 raise ValueError(f"tracker state {name!r} has shape {tuple(value.shape)}, expected {tuple(current.shape)}")
             current.copy_(value)
+
+
+def combine_across_processes(epoch_buffer: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum of every process's epoch buffer (`ForgettingTracker.end_epoch`'s ``combine``);
+    the buffer itself when torch.distributed is not initialized or runs one process."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return epoch_buffer
+    combined = epoch_buffer.to(torch.int32)  # gloo has no int8 reductions
+    dist.all_reduce(combined, op=dist.ReduceOp.MAX)
+    return combined.to(torch.int8)

@@ -21,7 +21,7 @@ from ..errors import PracError
 from ..io import atomic_save_safetensors, load_safetensors
 from ..selection.disagreement import predictions
 from ..selection.early_bird import EarlyBird
-from ..selection.forgetting import ForgettingTracker
+from ..selection.forgetting import ForgettingTracker, combine_across_processes
 from ..selection.index_file import SUFFIX, PracIndex, dataset_signature
 from .base import DataSelectionStrategy, StrategyOptions
 from .registry import register
@@ -57,6 +57,41 @@ def _set_positions(run, level: int) -> torch.Tensor:
     return index.positions_in(run.data.train.row_ids, f"round {level} set")
 
 
+def weight_density(model: torch.nn.Module) -> float:
+    """Fraction of nonzero entries over the model's weight matrices and kernels (biases and norms excluded)."""
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
+    total = sum(p.numel() for p in weights)
+    return sum(int((p != 0).sum()) for p in weights) / total if total else 1.0
+
+
+def set_metadata(signature: dict[str, str], model_name: str, model: torch.nn.Module, criteria: str, threshold: int,
+                 class_names: list[str], created_by: str, **extra) -> dict[str, str]:
+    """Index-file metadata of a PrAC set: the dataset's signature and how and with what the set was chosen."""
+    return {
+        **signature, **{k: str(v) for k, v in extra.items()},
+        "model": model_name,
+        "criteria": criteria,
+        "forgetting_threshold": str(threshold),
+        "class_names": json.dumps(class_names),
+        "package_version": __version__,
+        "created_by": created_by,
+        "weight_density": f"{weight_density(model):.6f}",
+    }
+
+
+def set_index(tracker: ForgettingTracker, positions: torch.Tensor, row_ids: torch.Tensor, labels: torch.Tensor,
+              cet: torch.Tensor, cep: torch.Tensor, metadata: dict[str, str]) -> PracIndex:
+    """The set at ``positions`` of a split (source rows ``row_ids``), with its per-row statistics."""
+    statistics = {
+        "labels": labels[positions],
+        "forgetting": tracker.forgetting_scores().cpu()[positions],
+        "never_learned": tracker.never_learned.cpu()[positions],
+        "cet": cet[positions],
+        "prune_disagreement": cep[positions],
+    }
+    return PracIndex(row_ids[positions], metadata, statistics)
+
+
 @register
 class PracSelection(DataSelectionStrategy):
     name = "prac"
@@ -82,23 +117,15 @@ class PracSelection(DataSelectionStrategy):
                                    getattr(ticket, "include", ()), getattr(ticket, "ignore", ()))
 
         def hook(epoch: int, model: torch.nn.Module) -> bool:
-            self.tracker.end_epoch(self._combine)
+            self.tracker.end_epoch(combine_across_processes)
             return early_bird is not None and early_bird(epoch, model)
 
         return hook
 
-    def _combine(self, epoch_buffer: torch.Tensor) -> torch.Tensor:
-        """Every process's per-example epoch results, exactly once (see ForgettingTracker.end_epoch)."""
-        if self.run.accelerator.num_processes == 1:
-            return epoch_buffer
-        combined = epoch_buffer.to(torch.int32)  # gloo has no int8 reductions
-        torch.distributed.all_reduce(combined, op=torch.distributed.ReduceOp.MAX)
-        return combined.to(torch.int8)
-
     def end_level(self, level: int, model: torch.nn.Module) -> dict:
         opts, run = self.options, self.run
         batch = run.recipe.train.eval_batch_size
-        self.tracker.end_epoch(self._combine)  # the level's last (possibly partial) epoch
+        self.tracker.end_epoch(combine_across_processes)  # the level's last (possibly partial) epoch
         cet = self.tracker.critical(opts.forgetting_threshold).cpu()
         dense_file = run.run_dir.path / "prac" / "dense_predictions.safetensors"
         # every process scores the whole split, un-augmented (exact and simple; sharding it is a multi-GPU optimization)
@@ -134,32 +161,13 @@ class PracSelection(DataSelectionStrategy):
 
     def _write(self, level, positions, cet, cep, model) -> None:
         run, opts, data = self.run, self.options, self.run.data
-        scores = self.tracker.forgetting_scores().cpu()
-        params = dict(model.named_parameters())
-        metadata = {
-            **dataset_signature(data),
-            "round": str(level),
-            "model": run.recipe.model.name,
-            "criteria": opts.criteria if level else ("cet" if opts.criteria != "cep" else "full"),
-            "forgetting_threshold": str(opts.forgetting_threshold),
-            "val_fraction": str(run.recipe.data.val_fraction),
-            "split_seed": str(run.recipe.data.split_seed),
-            "class_names": json.dumps(data.class_names),
-            "package_version": __version__,
-            "created_by": "prac_plugin PrAC selection",
-        }
-        nonzero = sum(int((p != 0).sum()) for n, p in params.items() if n.endswith("weight") and p.dim() > 1)
-        total = sum(p.numel() for n, p in params.items() if n.endswith("weight") and p.dim() > 1)
-        density = nonzero / total if total else 1.0
-        metadata["weight_density"] = f"{density:.6f}"
-        statistics = {
-            "labels": data.train.labels[positions],
-            "forgetting": scores[positions],
-            "never_learned": self.tracker.never_learned.cpu()[positions],
-            "cet": cet[positions],
-            "prune_disagreement": cep[positions],
-        }
-        index = PracIndex(data.train.row_ids[positions], metadata, statistics)
+        metadata = set_metadata(
+            dataset_signature(data), run.recipe.model.name, model,
+            opts.criteria if level else ("cet" if opts.criteria != "cep" else "full"), opts.forgetting_threshold,
+            data.class_names, "prac_plugin PrAC selection",
+            round=level, val_fraction=run.recipe.data.val_fraction, split_seed=run.recipe.data.split_seed,
+        )
+        index = set_index(self.tracker, positions, data.train.row_ids, data.train.labels, cet, cep, metadata)
         index.save(run.run_dir.path / round_file(level))
         index.save(run.run_dir.path / FINAL_SET)
 
