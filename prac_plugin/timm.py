@@ -6,6 +6,12 @@ Named after timm, this module never imports timm itself; imports inside the pack
 
 from __future__ import annotations
 
-from prac_plugin.integrations.timm import STATISTICS_FILE, SampleIdDataset, TimmHook, add_args, hook
+from prac_plugin.integrations.timm import (
+    STATISTICS_FILE,
+    SampleIdDataset,
+    TimmHook,
+    add_args,
+    hook,
+)
 
-__all__ = ["add_args", "hook", "TimmHook", "SampleIdDataset", "STATISTICS_FILE"]
+__all__ = ["STATISTICS_FILE", "SampleIdDataset", "TimmHook", "add_args", "hook"]

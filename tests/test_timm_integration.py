@@ -19,13 +19,18 @@ import prac_plugin
 import prac_plugin.timm
 from prac_plugin import PracError, TicketMask
 from prac_plugin.cli import main as prac_cli
-from prac_plugin.integrations.timm_data import IdFastCollateMixup, IdMixup, pack_mixed, unpack
+from prac_plugin.integrations.timm_data import (
+    IdFastCollateMixup,
+    IdMixup,
+    pack_mixed,
+    unpack,
+)
 from prac_plugin.rundir import RunDirectory
 from prac_plugin.selection.index_file import PracIndex, labels_sha256, signature
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-import timm_style_train  # noqa: E402
+import timm_style_train
 
 N_TRAIN, N_VAL, CLASSES, SIZE = 256, 64, 4, 16
 
@@ -127,13 +132,38 @@ def test_select_mask_rewind_end_to_end(data, tmp_path):
     one_epoch = load_file(tmp_path / "b" / "weights.safetensors")
     assert weights.keys() == one_epoch.keys() and all(torch.equal(weights[k], one_epoch[k]) for k in weights)
     assert not all(torch.equal(weights[k], saved[k]) for k in weights)  # and not the final weights
+    # the next ticket: prune the final weights, rewind with timm's own --initial-checkpoint and --start-epoch
+    model = create_model("test_resnet", num_classes=CLASSES)
+    model.load_state_dict(saved)
+    following = TicketMask.load(out / "mask.safetensors").prune_magnitude(model, 0.2)
+    following.save(tmp_path / "next.safetensors")
+    assert abs(following.density - 0.4) < 0.01
+    rewind = ["--ticket-mask", str(tmp_path / "next.safetensors"), "--initial-checkpoint", str(out / "rewind.safetensors"), "--start-epoch", "1"]
+    train(data, *rewind, "--prac-output", str(tmp_path / "c"), epochs=1)  # no epoch left: the rewind weights, masked
+    start = load_file(tmp_path / "c" / "weights.safetensors")
+    masked = {k: v * following.masks[k] if k in following.masks else v for k, v in weights.items()}
+    assert all(torch.equal(start[k], masked[k]) for k in masked)
+    level = train(data, *rewind, "--prac-output", str(tmp_path / "d"))
+    assert level["prac"].updates == 24 and len(level["history"]) == 2 and level["history"][-1]["top1"] > 60.0
+    assert_pruned_zero(level["model"], following)
+
+
+def without_hook(lines):
+    """The script as it was before the hook: '# prac' lines deleted, '# prac: ORIGINAL' lines restored."""
+    for line in lines:
+        code, marker, original = line.partition("  # prac")
+        if not marker:
+            yield line
+        elif original.startswith(": "):
+            yield code[: len(code) - len(code.lstrip())] + original[2:]
 
 
 def test_script_without_the_hook_lines_trains_identically(data, tmp_path):
-    """Deleting every '# prac' line leaves a working timm script; without prac flags the hook changes nothing."""
+    """Taking the hook out leaves a working timm script; without prac flags the hook changes nothing."""
     source = (HERE / "timm_style_train.py").read_text().splitlines()
-    plain = [line for line in source if not line.rstrip().endswith("# prac")]
-    assert len(source) - len(plain) == 12  # the README diff's 11 lines, and the hook in main's return value
+    plain = list(without_hook(source))
+    assert len(source) - len(plain) == 11  # the README diff's 10 added lines, and the hook in main's return value
+    assert sum(a != b for a, b in zip(source, plain)) > 0 and "loss = loss_fn(output, target)" in "\n".join(plain)
     assert not any("prac." in line or "import prac_plugin" in line for line in plain)
     path = tmp_path / "plain_train.py"
     path.write_text("\n".join(plain) + "\n")
@@ -195,10 +225,10 @@ def test_prac_files_restrict_and_prune_this_script_and_its_files_load_in_prac(da
     assert TicketMask.load(out / "mask.safetensors", result["model"]).equal(TicketMask.load(prac_mask))
 
 
-@pytest.mark.parametrize("prefetcher", [True, False], ids=["prefetcher+FastCollateMixup", "no-prefetcher+Mixup"])
-def test_mixup_and_cutmix(data, tmp_path, prefetcher):
+@pytest.mark.parametrize("loader", [[], ["--no-prefetcher", "--amp"]], ids=["prefetcher+FastCollateMixup", "no-prefetcher+Mixup+bf16-autocast"])
+def test_mixup_and_cutmix(data, tmp_path, loader):
     extra = ["--mixup", "0.8", "--cutmix", "1.0", "--prac-select", "--prac-output", str(tmp_path)]
-    result = train(data, *extra, *([] if prefetcher else ["--no-prefetcher"]), epochs=2)
+    result = train(data, *extra, *loader, epochs=2)
     index = PracIndex.load(tmp_path / "prac_set.prac.safetensors")
     assert_index_matches_statistics(index, load_file(tmp_path / prac_plugin.timm.STATISTICS_FILE), epochs_each=2)
     assert result["history"][-1]["top1"] > 40.0
@@ -339,7 +369,7 @@ def test_two_processes_gather_statistics_once(data, tmp_path):
                str(HERE / "timm_style_train.py"), *script_args(data, epochs=2), "-b", "16", "--prac-select",
                "--ticket-mask", str(tmp_path / "mask.safetensors"), "--save-rewind", "1ep", "--prac-output", str(tmp_path / "out")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "out"
     stats = load_file(out / prac_plugin.timm.STATISTICS_FILE)

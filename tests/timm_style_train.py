@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A training script in the structure of timm's ``train.py``, built from timm's public functions, with the
-prac_plugin hook attached. Every line the hook needs ends with ``# prac``: the tests also run this script
-with those lines deleted. A small, CPU-friendly subset of timm's flags; not a copy of timm's script.
+prac_plugin hook attached. Every line the hook adds ends with ``# prac`` and the one it changes with
+``# prac: <the original line>``: the tests also run this script with the hook taken out that way. A small,
+CPU-friendly subset of timm's flags; not a copy of timm's script.
 
     python tests/timm_style_train.py DATA_ROOT --dataset hfds/PATH --epochs 3 --prac-select --prac-output out
     torchrun --nproc_per_node 2 tests/timm_style_train.py ...    # the script initializes torch.distributed
@@ -13,13 +14,26 @@ from contextlib import suppress
 from functools import partial
 
 import torch
-from torch import nn
-from timm.data import FastCollateMixup, Mixup, create_dataset, create_loader, resolve_data_config
+from timm.data import (
+    FastCollateMixup,
+    Mixup,
+    create_dataset,
+    create_loader,
+    resolve_data_config,
+)
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.models import create_model
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
-from timm.utils import AverageMeter, ModelEmaV3, NativeScaler, accuracy, random_seed, reduce_tensor
+from timm.utils import (
+    AverageMeter,
+    ModelEmaV3,
+    NativeScaler,
+    accuracy,
+    random_seed,
+    reduce_tensor,
+)
+from torch import nn
 
 import prac_plugin.timm  # prac
 
@@ -32,6 +46,7 @@ group.add_argument("--val-split", default="validation")
 group = parser.add_argument_group("Model")
 group.add_argument("--model", default="test_resnet")
 group.add_argument("--num-classes", type=int, default=None)
+group.add_argument("--initial-checkpoint", default="", help="load these weights at creation (e.g. a rewind point)")
 group.add_argument("--input-size", type=int, nargs=3, default=None, metavar="N N N")
 group.add_argument("-b", "--batch-size", type=int, default=32)
 group.add_argument("--model-ema", action="store_true")
@@ -44,6 +59,7 @@ group.add_argument("--weight-decay", type=float, default=1e-4)
 group.add_argument("--clip-grad", type=float, default=None)
 group.add_argument("--sched", default="cosine")
 group.add_argument("--epochs", type=int, default=3)
+group.add_argument("--start-epoch", type=int, default=0, help="start the schedule at this epoch (rewinding to Nep)")
 group.add_argument("--decay-epochs", type=float, default=100)
 group.add_argument("--warmup-epochs", type=int, default=0)
 group = parser.add_argument_group("Augmentation")
@@ -77,7 +93,7 @@ def main(argv=None):
     device = torch.device(args.device)
     random_seed(args.seed, args.rank)
 
-    model = create_model(args.model, num_classes=args.num_classes)
+    model = create_model(args.model, num_classes=args.num_classes, checkpoint_path=args.initial_checkpoint)
     data_config = resolve_data_config(vars(args), model=model)
     model.to(device)
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args))
@@ -97,16 +113,16 @@ def main(argv=None):
     collate_fn = mixup_fn = None
     mixup_active = args.mixup > 0 or args.cutmix > 0
     if mixup_active:
-        mixup_args = dict(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mixup_prob, switch_prob=args.mixup_switch_prob,
-                          mode=args.mixup_mode, label_smoothing=args.smoothing, num_classes=args.num_classes)
+        mixup_args = {"mixup_alpha": args.mixup, "cutmix_alpha": args.cutmix, "prob": args.mixup_prob, "switch_prob": args.mixup_switch_prob,
+                      "mode": args.mixup_mode, "label_smoothing": args.smoothing, "num_classes": args.num_classes}
         if args.prefetcher:
             collate_fn = FastCollateMixup(**mixup_args)
         else:
             mixup_fn = Mixup(**mixup_args)
     dataset_train, collate_fn, mixup_fn = prac.wrap(dataset_train, collate_fn, mixup_fn)  # prac
 
-    common = dict(input_size=data_config["input_size"], use_prefetcher=args.prefetcher, mean=data_config["mean"],
-                  std=data_config["std"], num_workers=args.workers, distributed=args.distributed, device=device)
+    common = {"input_size": data_config["input_size"], "use_prefetcher": args.prefetcher, "mean": data_config["mean"],
+              "std": data_config["std"], "num_workers": args.workers, "distributed": args.distributed, "device": device}
     loader_train = create_loader(dataset_train, batch_size=args.batch_size, is_training=True, scale=args.scale, hflip=args.hflip,
                                  color_jitter=0.0, collate_fn=collate_fn, **common)
     loader_eval = create_loader(dataset_eval, batch_size=args.batch_size, is_training=False, crop_pct=1.0, **common)
@@ -119,11 +135,13 @@ def main(argv=None):
         train_loss_fn = nn.CrossEntropyLoss()
     updates_per_epoch = len(loader_train)
     lr_scheduler, num_epochs = create_scheduler_v2(optimizer, **scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
+    if args.start_epoch > 0:
+        lr_scheduler.step(args.start_epoch)
     output_dir = os.path.join(args.output, args.experiment) if args.output else None
-    prac.start(optimizer, num_epochs, updates_per_epoch, output_dir)  # prac
+    prac.start(optimizer, num_epochs, updates_per_epoch, output_dir, args.start_epoch)  # prac
 
     history = []
-    for epoch in range(num_epochs):
+    for epoch in range(args.start_epoch, num_epochs):
         if args.distributed:
             loader_train.sampler.set_epoch(epoch)
         train_metrics = train_one_epoch(
@@ -139,10 +157,10 @@ def main(argv=None):
     unwrapped = model.module if args.distributed else model
     if args.distributed:
         torch.distributed.destroy_process_group()
-    return dict(
-        model=unwrapped, model_ema=model_ema, history=history, dataset_train=dataset_train,
-        prac=prac,  # prac
-    )
+    return {
+        "model": unwrapped, "model_ema": model_ema, "history": history, "dataset_train": dataset_train,
+        "prac": prac,  # prac
+    }
 
 
 def train_one_epoch(
@@ -158,10 +176,14 @@ def train_one_epoch(
             input, target = input.to(device), target.to(device)
             if mixup_fn is not None:
                 input, target = mixup_fn(input, target)
-        with amp_autocast():
-            output = model(input)
-            target = prac.observe(output, target)  # prac
-            loss = loss_fn(output, target)
+
+        def _forward():
+            with amp_autocast():
+                output = model(input)
+                loss = loss_fn(output, prac.observe(output, target))  # prac: loss = loss_fn(output, target)
+            return loss
+
+        loss = _forward()
         optimizer.zero_grad()
         if loss_scaler is not None:
             loss_scaler(loss, optimizer, clip_grad=args.clip_grad, parameters=model.parameters())

@@ -19,14 +19,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from timm.data import Mixup
 from torch import nn
 
 from prac_plugin.errors import PracError
-from prac_plugin.integrations.timm_data import MIXED_EXTRA, SampleIdDataset, carry_ids, dataset_identity, unpack
+from prac_plugin.integrations.timm_data import (
+    MIXED_EXTRA,
+    SampleIdDataset,
+    carry_ids,
+    dataset_identity,
+    unpack,
+)
 from prac_plugin.io import atomic_save_safetensors, state_to_cpu
 from prac_plugin.masks import MaskEnforcer, TicketMask
 from prac_plugin.rewind import RewindPoint, resolve_rewind_step
@@ -67,8 +73,8 @@ class TimmHook:
     """The calls a timm-style loop makes: `wrap` the data, `start`, `observe` after the forward pass, `step`
     after the optimizer step, `end_epoch`, `finish`. Create it with `from_args` before EMA and DDP wrapping."""
 
-    def __init__(self, model: nn.Module, *, index: Optional[str] = None, select: bool = False, threshold: int = 0,
-                 mask: Optional[str] = None, rewind: Optional[str] = None, output: Optional[str] = None,
+    def __init__(self, model: nn.Module, *, index: str | None = None, select: bool = False, threshold: int = 0,
+                 mask: str | None = None, rewind: str | None = None, output: str | None = None,
                  model_name: str = "", dataset_name: str = "", split: str = "train"):
         if threshold < 0:
             raise PracError(f"--prac-forgetting-threshold {threshold} must be 0 or more")
@@ -79,8 +85,8 @@ class TimmHook:
         self.model_name = model_name or type(self.model).__name__
         self.dataset_name, self.split = dataset_name, split
         self.carries_ids = bool(index) or select
-        self.mask: Optional[TicketMask] = None
-        self.enforcer: Optional[MaskEnforcer] = None
+        self.mask: TicketMask | None = None
+        self.enforcer: MaskEnforcer | None = None
         self._handles: list = []
         if mask:
             try:
@@ -90,13 +96,13 @@ class TimmHook:
             self.enforcer = MaskEnforcer(self.model, self.mask)
             self.enforcer.apply()  # before an EMA copy is taken, so its pruned weights start (and stay) zero
             self._handles = self.enforcer.hook_gradients()
-        self.identity: Optional[dict[str, str]] = None
-        self.tracker: Optional[ForgettingTracker] = None
+        self.identity: dict[str, str] | None = None
+        self.tracker: ForgettingTracker | None = None
         self.updates = self.total_steps = self.updates_per_epoch = self._since_fold = 0
-        self.rewind_step: Optional[int] = None
+        self.rewind_step: int | None = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, model: nn.Module) -> "TimmHook":
+    def from_args(cls, args: argparse.Namespace, model: nn.Module) -> TimmHook:
         """A hook from the flags `add_args` added (and timm's ``--model``, ``--dataset``, ``--train-split``)."""
         return cls(model, index=args.prac_index, select=args.prac_select, threshold=args.prac_forgetting_threshold,
                    mask=args.ticket_mask, rewind=args.save_rewind, output=args.prac_output,
@@ -126,7 +132,7 @@ class TimmHook:
         return SampleIdDataset(dataset, rows), carry_ids(collate_fn), carry_ids(mixup_fn)
 
     def start(self, optimizer: torch.optim.Optimizer, num_epochs: int, updates_per_epoch: int,
-              output_dir: Optional[str] = None, start_epoch: int = 0) -> None:
+              output_dir: str | None = None, start_epoch: int = 0) -> None:
         """Check the run before its first step: the rewind point lies inside training, files have a folder.
         Hooks the optimizer so pruned weights are zeroed after every step; saves a ``0it`` rewind point."""
         if self.carries_ids and self.identity is None:
@@ -218,4 +224,4 @@ def hook(args: argparse.Namespace, model: nn.Module) -> TimmHook:
     return TimmHook.from_args(args, model)
 
 
-__all__ = ["add_args", "hook", "TimmHook", "SampleIdDataset", "STATISTICS_FILE"]
+__all__ = ["STATISTICS_FILE", "SampleIdDataset", "TimmHook", "add_args", "hook"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Optional
+from typing import Any
 
 import datasets
 import torch
@@ -71,7 +71,7 @@ class SampleIdDataset(torch.utils.data.Dataset):
     (``reader``, ``filename``...) are the wrapped dataset's.
     """
 
-    def __init__(self, dataset: Any, rows: Optional[torch.Tensor] = None):
+    def __init__(self, dataset: Any, rows: torch.Tensor | None = None):
         self.dataset = dataset
         self.rows = None if rows is None else rows.tolist()
 
@@ -104,7 +104,7 @@ def pack_mixed(soft: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> 
     return torch.cat([soft, extra.to(soft.dtype)], 1)
 
 
-def unpack(target: torch.Tensor, mixed_width: Optional[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def unpack(target: torch.Tensor, mixed_width: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(target for the loss, hard labels, source rows) of a batch's id-carrying target.
 
     ``mixed_width`` is the packed width of mixed targets (classes + 3), None when no mixup was wrapped: a
@@ -138,7 +138,7 @@ class IdFastCollateMixup(FastCollateMixup):
         return output, pack_mixed(soft, pairs[: len(soft), 0], pairs[: len(soft), 1])
 
 
-def carry_ids(mixup: Optional[Mixup]) -> Optional[Mixup]:
+def carry_ids(mixup: Mixup | None) -> Mixup | None:
     """The id-carrying twin of a timm ``Mixup`` or ``FastCollateMixup`` with the same settings (None stays None)."""
     if mixup is None or not isinstance(mixup, Mixup):
         return mixup
