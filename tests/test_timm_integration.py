@@ -271,6 +271,22 @@ def test_fast_collate_mixup_half_mode_keeps_the_first_half_ids():
     assert images.shape[0] == 4 and rows.tolist() == [100, 101, 102, 103] and labels.tolist() == [0, 1, 2, 3]
 
 
+def test_calls_out_of_order_are_named(data):
+    model = torch.nn.Linear(1, 1)
+    hook = prac_plugin.timm.TimmHook(model, select=True, output="unused")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(PracError, match=r"call prac.wrap\(dataset_train"):
+        hook.start(optimizer, 1, 4)
+    wrapped, _, _ = hook.wrap(create_dataset(f"hfds/{data['path']}", root=str(data["cache"]), split="train"))
+    with pytest.raises(PracError, match=r"call prac.start\(optimizer"):
+        hook.step()
+    # a mixup not passed through wrap turns [label, row] pairs into soft targets: refused, never misread
+    plain = FastCollateMixup(mixup_alpha=1.0, label_smoothing=0.0, num_classes=CLASSES)
+    _, garbled = plain([(np.zeros((3, 2, 2), dtype=np.uint8), wrapped[i][1]) for i in range(4)])
+    with pytest.raises(PracError, match=r"pass collate_fn and mixup_fn through prac.wrap"):
+        hook.observe(torch.zeros(4, CLASSES), garbled)
+
+
 def test_rewind_in_iterations_and_mask_under_adamw_and_clipping(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))

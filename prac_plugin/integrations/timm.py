@@ -42,6 +42,7 @@ from prac_plugin.selection.index_file import PracIndex
 from prac_plugin.strategies.prac import FINAL_SET, set_index, set_metadata
 
 STATISTICS_FILE = "forgetting.safetensors"  # per-row statistics of the whole split (the index file keeps the set's)
+_NOT_WRAPPED = "--prac-index/--prac-select need the training data wrapped: call prac.wrap(dataset_train, ...) before create_loader"
 
 
 def add_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -92,14 +93,16 @@ class TimmHook:
             try:
                 self.mask = TicketMask.load(mask, self.model)
             except PracError as exc:
-                raise PracError(f"--ticket-mask {mask!r} does not fit model {self.model_name!r}: {exc}") from None
+                raise PracError(f"--ticket-mask {mask!r} for model {self.model_name!r}: {exc}") from None
             self.enforcer = MaskEnforcer(self.model, self.mask)
             self.enforcer.apply()  # before an EMA copy is taken, so its pruned weights start (and stay) zero
             self._handles = self.enforcer.hook_gradients()
         self.identity: dict[str, str] | None = None
         self.tracker: ForgettingTracker | None = None
+        self.mixed_width: int | None = None
         self.updates = self.total_steps = self.updates_per_epoch = self._since_fold = 0
         self.rewind_step: int | None = None
+        self._started = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, model: nn.Module) -> TimmHook:
@@ -136,12 +139,14 @@ class TimmHook:
         """Check the run before its first step: the rewind point lies inside training, files have a folder.
         Hooks the optimizer so pruned weights are zeroed after every step; saves a ``0it`` rewind point."""
         if self.carries_ids and self.identity is None:
-            raise PracError("--prac-index/--prac-select need the training data wrapped: call prac.wrap(dataset_train, ...) before create_loader")
+            raise PracError(_NOT_WRAPPED)
         self.output = self.output or (Path(output_dir) if output_dir else None)
         if (self.select or self.rewind is not None) and self.output is None and _rank() == 0:
             raise PracError("--prac-select and --save-rewind write files: give --prac-output DIR (or output_dir to prac.start)")
         if updates_per_epoch < 1:
             raise PracError(f"updates_per_epoch = {updates_per_epoch}: the training loader yields no batch")
+        if self.enforcer is not None and any(f.device != p.device for f, p in zip(self.enforcer.factors, self.enforcer.params)):
+            raise PracError("the model moved to another device after prac_plugin.timm.hook(args, model): create the hook after model.to(device)")
         self.updates_per_epoch, self.total_steps = updates_per_epoch, num_epochs * updates_per_epoch
         self.updates = start_epoch * updates_per_epoch
         if self.rewind is not None:
@@ -150,6 +155,7 @@ class TimmHook:
                 raise PracError(f"--save-rewind {self.rewind} is step {self.rewind_step}, before this run's start at step {self.updates} (epoch {start_epoch})")
         if self.enforcer is not None:
             self._handles.append(optimizer.register_step_post_hook(lambda *_: self.enforcer.apply()))
+        self._started = True
         self._capture_rewind()
 
     # -- per step -----------------------------------------------------------------------------------
@@ -158,6 +164,8 @@ class TimmHook:
         mixup/cutmix) and return the target for the loss, ids split off. No host synchronization."""
         if not self.carries_ids:
             return target
+        if self.tracker is None:
+            raise PracError(_NOT_WRAPPED)
         target, labels, rows = unpack(target, self.mixed_width)
         logits = output[0] if isinstance(output, (tuple, list)) else output
         self.tracker.update(logits.detach(), labels, rows)
@@ -165,6 +173,8 @@ class TimmHook:
 
     def step(self) -> None:
         """After each optimizer update (where the loop counts ``num_updates``): saves the rewind point."""
+        if not self._started and (self.carries_ids or self.enforcer is not None or self.rewind is not None):
+            raise PracError("call prac.start(optimizer, num_epochs, updates_per_epoch, output_dir) before the first step")
         self.updates += 1
         self._since_fold += 1
         if self.tracker is not None and self._since_fold > self.updates_per_epoch:
