@@ -277,6 +277,8 @@ def test_calls_out_of_order_are_named(data):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(PracError, match=r"call prac.wrap\(dataset_train"):
         hook.start(optimizer, 1, 4)
+    with pytest.raises(PracError, match=r"read by TensorDataset; PrAC sample ids need an hfds/"):
+        hook.wrap(torch.utils.data.TensorDataset(torch.zeros(4, 1)))
     wrapped, _, _ = hook.wrap(create_dataset(f"hfds/{data['path']}", root=str(data["cache"]), split="train"))
     with pytest.raises(PracError, match=r"call prac.start\(optimizer"):
         hook.step()

@@ -23,6 +23,8 @@ from typing import Any
 import datasets
 import torch
 from timm.data import FastCollateMixup, Mixup
+from timm.data.readers.reader_hfds import ReaderHfds
+from timm.data.readers.reader_image_folder import ReaderImageFolder
 
 from prac_plugin.engine.data import _labels, features_json
 from prac_plugin.errors import PracError
@@ -39,8 +41,7 @@ def dataset_identity(dataset: Any, name: str, split: str) -> tuple[dict[str, str
     ways. A folder's row order is timm's sorted file list; its hash (``files_sha256``) guards that order.
     """
     reader = getattr(dataset, "reader", None)
-    kind = type(reader).__name__
-    if kind == "ReaderHfds":
+    if isinstance(reader, ReaderHfds):
         if getattr(reader, "target_keys", None):
             raise PracError(f"dataset {name!r} has multi-field targets ({reader.label_key!r}); PrAC needs one class per row")
         hf = reader.dataset
@@ -49,7 +50,7 @@ def dataset_identity(dataset: Any, name: str, split: str) -> tuple[dict[str, str
         names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else []
         path = name.split("/", 1)[1] if name.lower().startswith("hfds/") else name
         return signature(path, None, None, split, labels, reader.label_key, features_json(hf.features)), labels, names
-    if kind == "ReaderImageFolder":
+    if isinstance(reader, ReaderImageFolder):
         labels = torch.tensor([target for _, target in reader.samples], dtype=torch.int64)
         names = sorted(reader.class_to_idx, key=reader.class_to_idx.get)
         schema = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
@@ -59,7 +60,7 @@ def dataset_identity(dataset: Any, name: str, split: str) -> tuple[dict[str, str
         identity["files_sha256"] = hashlib.sha256(files.encode()).hexdigest()
         return identity, labels, names
     raise PracError(
-        f"training dataset {name!r} is read by {kind or type(dataset).__name__}; PrAC sample ids need an hfds/ "
+        f"training dataset {name!r} is read by {type(reader or dataset).__name__}; PrAC sample ids need an hfds/ "
         "(Hugging Face datasets) or image-folder dataset"
     )
 
