@@ -179,3 +179,9 @@ class MaskEnforcer:
         if pairs:
             grads, factors = zip(*pairs)
             torch._foreach_mul_(list(grads), list(factors))
+
+    def hook_gradients(self) -> list[torch.utils.hooks.RemovableHandle]:
+        """Mask each pruned weight's gradient as autograd produces it, before gradient clipping, DDP's
+        all-reduce and the optimizer see it: for loops where one helper runs backward, clipping and step
+        (timm's ``NativeScaler``), so ``mask_gradients`` has no place to run. Returns the hook handles."""
+        return [p.register_hook(lambda grad, factor=f: grad * factor) for p, f in zip(self.params, self.factors)]

@@ -8,6 +8,7 @@ per-example statistics and index files refer to the dataset, not to a shuffled c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -125,6 +126,16 @@ def _labels(ds: datasets.Dataset, column: str) -> torch.Tensor:
     if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
         raise PracError(f"label column {column!r} must hold one integer class per row (found {values.dtype}, shape {values.shape})")
     return torch.from_numpy(values.astype(np.int64))
+
+
+def features_json(features: datasets.Features) -> str:
+    """The feature schema as canonical JSON, for the schema hash of index files. Image columns count as
+    decoded whatever a reader set (timm's hfds reader turns decoding off): the data is the same."""
+    features = features.copy()
+    for name, feature in features.items():
+        if isinstance(feature, datasets.Image):
+            features[name] = dataclasses.replace(feature, decode=True)
+    return json.dumps(features.to_dict(), sort_keys=True)
 
 
 def _image_mode(ds: datasets.Dataset, column: str) -> str:
@@ -280,9 +291,8 @@ def load_data(cfg: DataSection) -> DataBundle:
         num_classes=num_classes, in_chans=in_chans, image_size=list(image_size),
     )
     source_labels = labels_of[id(train_full)]
-    features_json = json.dumps(train_full.features.to_dict(), sort_keys=True)
     return DataBundle(train, val, test, num_classes, in_chans, image_size, image_column, label_column, bool(in_memory),
-                      class_names, info, source_labels, features_json)
+                      class_names, info, source_labels, features_json(train_full.features))
 
 
 # -- normalization ----------------------------------------------------------------------------------

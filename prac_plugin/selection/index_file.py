@@ -25,6 +25,9 @@ FORMAT = "prac-index"
 FORMAT_VERSION = 1
 SUFFIX = ".prac.safetensors"
 STATISTICS = ("forgetting", "never_learned", "prune_disagreement")
+# fields compared when a file is loaded against a dataset; files_sha256 (ordered file list) only where both have it
+CHECKED_FIELDS = {"num_rows": "row count", "labels_sha256": "label hash", "features_sha256": "feature schema hash",
+                  "files_sha256": "file list hash"}
 
 
 def labels_sha256(labels: torch.Tensor) -> str:
@@ -35,19 +38,26 @@ def schema_sha256(features_json: str) -> str:
     return hashlib.sha256(features_json.encode()).hexdigest()
 
 
-def dataset_signature(bundle) -> dict[str, str]:
-    """The metadata that ties an index file to a dataset's training split (from a `DataBundle`)."""
-    info = bundle.info
+def signature(dataset: str, config, revision, split: str, labels: torch.Tensor, label_column: str,
+              features_json: str) -> dict[str, str]:
+    """The metadata that ties an index file to a training split: names, row count and content hashes."""
     return {
-        "dataset": str(info.get("path")),
-        "dataset_config": str(info.get("config")),
-        "dataset_revision": str(info.get("revision")),
-        "split": str(info.get("train_split")),
-        "num_rows": str(int(bundle.source_labels.numel())),
-        "label_column": bundle.label_column,
-        "labels_sha256": labels_sha256(bundle.source_labels),
-        "features_sha256": schema_sha256(bundle.features_json),
+        "dataset": str(dataset),
+        "dataset_config": str(config),
+        "dataset_revision": str(revision),
+        "split": str(split),
+        "num_rows": str(int(labels.numel())),
+        "label_column": label_column,
+        "labels_sha256": labels_sha256(labels),
+        "features_sha256": schema_sha256(features_json),
     }
+
+
+def dataset_signature(bundle) -> dict[str, str]:
+    """`signature` of a `DataBundle`'s source training split (before a validation set is carved out)."""
+    info = bundle.info
+    return signature(info.get("path"), info.get("config"), info.get("revision"), info.get("train_split"),
+                     bundle.source_labels, bundle.label_column, bundle.features_json)
 
 
 @dataclass
@@ -112,10 +122,9 @@ class PracIndex:
 
     def check_dataset(self, signature: dict[str, str], path: str = "index file") -> None:
         """Refuse a file made for another dataset or split: row count and label hash must match."""
-        for key in ("num_rows", "labels_sha256", "features_sha256"):
-            mine, theirs = self.metadata.get(key), signature[key]
-            if mine is not None and mine != theirs:
-                what = {"num_rows": "row count", "labels_sha256": "label hash", "features_sha256": "feature schema hash"}[key]
+        for key, what in CHECKED_FIELDS.items():
+            mine, theirs = self.metadata.get(key), signature.get(key)
+            if mine is not None and theirs is not None and mine != theirs:
                 raise PracError(
                     f"{path} does not match the dataset: {key} ({what}) is {mine} in the file, {theirs} for "
                     f"{signature['dataset']} split {signature['split']}; it was made for {self.metadata.get('dataset')} "

@@ -57,6 +57,41 @@ def _set_positions(run, level: int) -> torch.Tensor:
     return index.positions_in(run.data.train.row_ids, f"round {level} set")
 
 
+def weight_density(model: torch.nn.Module) -> float:
+    """Fraction of nonzero entries over the model's weight matrices and kernels (biases and norms excluded)."""
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
+    total = sum(p.numel() for p in weights)
+    return sum(int((p != 0).sum()) for p in weights) / total if total else 1.0
+
+
+def set_metadata(signature: dict[str, str], model_name: str, model: torch.nn.Module, criteria: str, threshold: int,
+                 class_names: list[str], created_by: str, **extra) -> dict[str, str]:
+    """Index-file metadata of a PrAC set: the dataset's signature and how and with what the set was chosen."""
+    return {
+        **signature, **{k: str(v) for k, v in extra.items()},
+        "model": model_name,
+        "criteria": criteria,
+        "forgetting_threshold": str(threshold),
+        "class_names": json.dumps(class_names),
+        "package_version": __version__,
+        "created_by": created_by,
+        "weight_density": f"{weight_density(model):.6f}",
+    }
+
+
+def set_index(tracker: ForgettingTracker, positions: torch.Tensor, row_ids: torch.Tensor, labels: torch.Tensor,
+              cet: torch.Tensor, cep: torch.Tensor, metadata: dict[str, str]) -> PracIndex:
+    """The set at ``positions`` of a split (source rows ``row_ids``), with its per-row statistics."""
+    statistics = {
+        "labels": labels[positions],
+        "forgetting": tracker.forgetting_scores().cpu()[positions],
+        "never_learned": tracker.never_learned.cpu()[positions],
+        "cet": cet[positions],
+        "prune_disagreement": cep[positions],
+    }
+    return PracIndex(row_ids[positions], metadata, statistics)
+
+
 @register
 class PracSelection(DataSelectionStrategy):
     name = "prac"
@@ -138,32 +173,13 @@ class PracSelection(DataSelectionStrategy):
 
     def _write(self, level, positions, cet, cep, model) -> None:
         run, opts, data = self.run, self.options, self.run.data
-        scores = self.tracker.forgetting_scores().cpu()
-        params = dict(model.named_parameters())
-        metadata = {
-            **dataset_signature(data),
-            "round": str(level),
-            "model": run.recipe.model.name,
-            "criteria": opts.criteria if level else ("cet" if opts.criteria != "cep" else "full"),
-            "forgetting_threshold": str(opts.forgetting_threshold),
-            "val_fraction": str(run.recipe.data.val_fraction),
-            "split_seed": str(run.recipe.data.split_seed),
-            "class_names": json.dumps(data.class_names),
-            "package_version": __version__,
-            "created_by": "prac_plugin PrAC selection",
-        }
-        nonzero = sum(int((p != 0).sum()) for n, p in params.items() if n.endswith("weight") and p.dim() > 1)
-        total = sum(p.numel() for n, p in params.items() if n.endswith("weight") and p.dim() > 1)
-        density = nonzero / total if total else 1.0
-        metadata["weight_density"] = f"{density:.6f}"
-        statistics = {
-            "labels": data.train.labels[positions],
-            "forgetting": scores[positions],
-            "never_learned": self.tracker.never_learned.cpu()[positions],
-            "cet": cet[positions],
-            "prune_disagreement": cep[positions],
-        }
-        index = PracIndex(data.train.row_ids[positions], metadata, statistics)
+        metadata = set_metadata(
+            dataset_signature(data), run.recipe.model.name, model,
+            opts.criteria if level else ("cet" if opts.criteria != "cep" else "full"), opts.forgetting_threshold,
+            data.class_names, "prac_plugin PrAC selection",
+            round=level, val_fraction=run.recipe.data.val_fraction, split_seed=run.recipe.data.split_seed,
+        )
+        index = set_index(self.tracker, positions, data.train.row_ids, data.train.labels, cet, cep, metadata)
         index.save(run.run_dir.path / round_file(level))
         index.save(run.run_dir.path / FINAL_SET)
 
