@@ -20,15 +20,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .analysis.compare import write_comparison
+    from .analysis.runs import completed_run
     from .report import write_summary
-    from .rundir import RunDirectory
 
-    for path in args.run_dirs:
-        run = RunDirectory.existing(path)
-        if not run.completed_levels():
-            raise PracError(f"run directory {path!r} has no completed level yet")
-        _, table = write_summary(run)
-        print(f"## {path}\n\n{table}")
+    if len(args.run_dirs) == 1 and not args.output:  # one run: its own summary
+        _, table = write_summary(completed_run(args.run_dirs[0])[0])
+        print(f"## {args.run_dirs[0]}\n\n{table}")
+        return 0
+    print(write_comparison(args.run_dirs, args.output)[1])
+    return 0
+
+
+def _cmd_sanity(args: argparse.Namespace) -> int:
+    from .analysis.sanity import run_sanity, sanity_markdown
+
+    print(sanity_markdown(run_sanity(args.run_dir, args.level, args.seeds)))
+    return 0
+
+
+def _cmd_stability(args: argparse.Namespace) -> int:
+    from .analysis.stability import run_stability, stability_text
+
+    print(stability_text(run_stability(args.run_dir, args.level, args.points, args.recompute_bn, args.start)))
     return 0
 
 
@@ -112,9 +126,24 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("b")
     comp.set_defaults(func=_cmd_index)
 
-    report = commands.add_parser("report", help="re-print the table and redraw the plot of run directories")
+    report = commands.add_parser("report", help="one run: re-print its table and redraw its plot; several: compare them")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--output", "-o", help="folder for report.{md,csv,json,png} (default: report/ beside the runs)")
     report.set_defaults(func=_cmd_report)
+
+    sanity = commands.add_parser("sanity", help="retrain a level's ticket against random, shuffled, re-initialized and inverted variants")
+    sanity.add_argument("run_dir", metavar="RUN_DIR")
+    sanity.add_argument("--level", type=int, help="a completed level of 1 or more (default: the last)")
+    sanity.add_argument("--seeds", type=int, default=2, help="data-order seeds per variant (default 2; 1 gives no noise estimate)")
+    sanity.set_defaults(func=_cmd_sanity)
+
+    stability = commands.add_parser("stability", help="linear mode connectivity of a level's ticket: error along the path, barrier")
+    stability.add_argument("run_dir", metavar="RUN_DIR")
+    stability.add_argument("--level", type=int, help="a completed level (default: the last)")
+    stability.add_argument("--points", type=int, default=11, help="points along the interpolation, endpoints included (default 11)")
+    stability.add_argument("--recompute-bn", action="store_true", help="recompute BatchNorm statistics on the training split at each point")
+    stability.add_argument("--start", choices=("rewind", "init"), default="rewind", help="where both copies start (default: rewind)")
+    stability.set_defaults(func=_cmd_stability)
     return parser
 
 

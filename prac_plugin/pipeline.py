@@ -137,18 +137,26 @@ def _quiet(*args, **kwargs) -> None:
     pass
 
 
-def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
-    """Run (or continue) the ticket search a recipe describes; returns the summary rows."""
-    recipe_dict = recipe.to_dict()
-    run_dir = RunDirectory.open(output_dir, recipe_dict)
+@dataclass
+class Engine:
+    """What a recipe builds before any level: a run and the retraining of its tickets (analysis) share it."""
+
+    accelerator: Accelerator
+    data: DataBundle
+    model: torch.nn.Module
+    normalization: tuple[list[float], list[float], str]  # mean, std, where they came from
+    sources: dict[str, BatchSource]
+    trainer: Trainer
+
+
+def build_engine(recipe: Recipe, run_dir: Path) -> Engine:
+    """Seed, accelerator, data, freshly initialized model, batch sources and trainer for a recipe."""
     train_cfg = recipe.train
     set_seed(train_cfg.seed)
     if train_cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    accelerator = make_accelerator(recipe, run_dir.path)
-    if not accelerator.is_main_process:
-        log = _quiet
+    accelerator = make_accelerator(recipe, run_dir)
     data = load_data(recipe.data)
     model = create_model(recipe.model, data.num_classes, data.in_chans, data.image_size)
     if train_cfg.channels_last:
@@ -158,7 +166,19 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
         name: BatchSource(split, data, recipe.data, mean, std, accelerator.device, accelerator.process_index, accelerator.num_processes)
         for name, split in (("train", data.train), ("val", data.val), ("test", data.test)) if split is not None
     }
-    trainer = Trainer(accelerator, train_cfg, sources)
+    return Engine(accelerator, data, model, (mean, std, norm_source), sources, Trainer(accelerator, train_cfg, sources))
+
+
+def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
+    """Run (or continue) the ticket search a recipe describes; returns the summary rows."""
+    recipe_dict = recipe.to_dict()
+    run_dir = RunDirectory.open(output_dir, recipe_dict)
+    train_cfg = recipe.train
+    engine = build_engine(recipe, run_dir.path)
+    accelerator, data, model, sources, trainer = engine.accelerator, engine.data, engine.model, engine.sources, engine.trainer
+    mean, std, norm_source = engine.normalization
+    if not accelerator.is_main_process:
+        log = _quiet
     context = RunContext(recipe, accelerator, data, trainer, run_dir)
     ticket = registry.get("ticket", recipe.ticket.strategy)(recipe.ticket, context)
     selection = registry.get("data_selection", recipe.data_selection.strategy)(recipe.data_selection, context)

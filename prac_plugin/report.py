@@ -44,13 +44,26 @@ def markdown_table(rows: list[dict], extra_columns: Optional[list[tuple[str, str
     return "\n".join(lines) + "\n"
 
 
-def plot_curve(rows: list[dict], path, title: str) -> None:
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: figures are written to files, no display is needed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    return plt
+
+
+def save_figure(fig, path) -> None:
+    """Write ``fig`` as a PNG atomically and free it."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    pyplot().close(fig)
+
+
+def plot_curve(rows: list[dict], path, title: str) -> None:
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     x = [r["weights_remaining_pct"] for r in rows]
     for key, label in (("test_acc", "test"), ("val_acc", "validation")):
         y = [r.get(key) for r in rows]
@@ -63,10 +76,7 @@ def plot_curve(rows: list[dict], path, title: str) -> None:
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def layer_table(layers: list[dict]) -> str:
@@ -86,12 +96,9 @@ def totals_line(totals: dict) -> str:
     return line
 
 
-def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
-    """Rebuild summary.{json,csv,md} and curve.png from the level metrics; return rows and the table."""
-    levels = run.completed_levels()
-    metrics = [run.level_metrics(level) for level in levels]
-    rows = [level_row(m) for m in metrics]
-    recipe = run.recipe()
+def run_summary(run: RunDirectory) -> dict:
+    """What summary.json holds: the recipe, every completed level's metrics and the totals over levels."""
+    metrics = [run.level_metrics(level) for level in run.completed_levels()]
     totals = {
         "optimizer_steps": sum(m.get("optimizer_steps", 0) for m in metrics),
         "full_data_steps": sum(m.get("full_data_steps", 0) for m in metrics),
@@ -100,9 +107,17 @@ def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
         "wall_time_s": sum(m.get("wall_time_s", 0.0) for m in metrics),
     }
     totals["savings"] = savings(totals)
+    return {"format_version": 1, "recipe": run.recipe(), "levels": metrics, "totals": totals}
+
+
+def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
+    """Rebuild summary.{json,csv,md} and curve.png from the level metrics; return rows and the table."""
+    summary = run_summary(run)
+    metrics, recipe, totals = summary["levels"], summary["recipe"], summary["totals"]
+    rows = [level_row(m) for m in metrics]
     extra = PRAC_COLUMNS if any(m.get("cet_count") is not None for m in metrics) else []
     table = markdown_table(rows, extra)
-    atomic_write_json(run.path / "summary.json", {"format_version": 1, "recipe": recipe, "levels": metrics, "totals": totals})
+    atomic_write_json(run.path / "summary.json", summary)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[key for key, _, _ in COLUMNS + extra], extrasaction="ignore")
     writer.writeheader()
