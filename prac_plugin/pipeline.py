@@ -118,7 +118,7 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
     accelerator.wait_for_everyone()
     completed = run_dir.completed_levels()
     if completed:
-        model.load_state_dict(run_dir.level_weights(completed[-1]))
+        model = ticket.restore_model(completed[-1], model)
         log(f"Resuming {run_dir.path}: levels 0..{completed[-1]} already complete")
     model = accelerator.prepare_model(model)
     unwrapped = accelerator.unwrap_model(model)
@@ -135,12 +135,18 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
             positions = torch.arange(len(data.train))
         schedule = context.schedule_for(len(positions), selection.budget)
         plan = ticket.plan_level(level, unwrapped, schedule)
+        if plan.model is not None:
+            # the strategy built a new (smaller) model: drop Accelerate's references to the old one and its
+            # optimizers, then train the new one from here on (the optimizer below is created on it)
+            accelerator.free_memory()
+            model = accelerator.prepare_model(plan.model)
+            unwrapped = accelerator.unwrap_model(model)
         enforcer = MaskEnforcer(unwrapped, plan.mask)
         enforcer.apply()
         optimizer = accelerator.prepare_optimizer(create_optimizer(unwrapped, train_cfg))
         if plan.optimizer_state is not None:
             optimizer.load_state_dict(plan.optimizer_state)
-        remaining = 100.0 * plan.mask.density
+        remaining = plan.info.get("weights_remaining_pct", 100.0 * plan.mask.density)  # structured: against the dense model
         result = trainer.train(
             model, optimizer, enforcer, positions, schedule, plan.start_step, level, plan.step_callbacks,
             selection.batch_observer(level), selection.epoch_hook(level), desc=f"level {level:2d} ({remaining:6.2f}% left)",
@@ -160,7 +166,7 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
             "full_data_steps": full_data_steps(context.full_schedule, schedule, plan.start_step),
             "layers": [{"name": l.name, "total": l.total, "remaining": l.remaining, "density": l.density} for l in plan.mask.layers()],
             "history": result.history, "data": data.info, "normalization": {"mean": mean, "std": std, "source": norm_source},
-            **plan.info, **extra,
+            **plan.info, **extra,  # last: a strategy's figures replace the mask-based ones above
         }
         if accelerator.is_main_process:
             run_dir.save_level(
