@@ -19,7 +19,7 @@ from .. import __version__
 from ..engine.models import model_kwargs
 from ..errors import PracError
 from ..io import atomic_write_json
-from ..masks import TicketMask, count_to_prune, prunable_parameter_names
+from ..masks import TicketMask, prunable_parameter_names
 from ..rewind import RewindPoint
 from ..structured.channels import (
     ChannelPruning, check_forward, count_macs_params, create_dense, example_input, prune_level, replay,
@@ -49,7 +49,8 @@ class StructuredOptions(StrategyOptions):
     def __post_init__(self):
         if self.levels < 0:
             raise PracError(f"ticket.levels = {self.levels} must be 0 or more")
-        count_to_prune(self.fraction, 1)  # raises for a fraction outside (0, 1)
+        if not 0.0 < self.fraction < 1.0:
+            raise PracError(f"ticket.fraction = {self.fraction!r} is outside (0, 1): the share of the remaining channels each level removes")
         if not 0.0 < self.min_keep <= 1.0:
             raise PracError(f"ticket.min_keep = {self.min_keep!r} is outside (0, 1]: the share of a layer's dense channels always kept")
         if self.round_to is not None and self.round_to < 1:

@@ -126,8 +126,9 @@ class _LevelPruner:
     """One level of group-magnitude channel pruning on ``model`` (in place), with per-layer floors.
 
     The floor works through the importance: each group's ``floor`` strongest channels (or heads) score +inf,
-    so neither the global threshold nor a per-layer top-k can take them; a per-layer top-k that reaches into
-    them is trimmed before the group is pruned.
+    so a finite global threshold never takes them; a per-layer top-k, or a global threshold that had to reach
+    +inf because the fraction asks for more than the layers hold above their floors, is trimmed to the
+    channels above the floor before the group is pruned.
     """
 
     def __init__(self, model: nn.Module, example: torch.Tensor, cfg: ChannelPruning, dense: nn.Module):
@@ -181,16 +182,22 @@ class _LevelPruner:
     def step(self) -> tuple[list, list[str]]:
         """Prune; returns torch-pruning's history of this level and the layers now at their floor."""
         dg = self.pruner.DG
-        for group in self.pruner.step(interactive=True):
-            root, handler, idxs = group[0].dep.target.module, group[0].dep.handler, list(group[0].idxs)
-            protected = self.protected.get(root)
-            kept = [i for i in idxs if protected is None or not protected[i]]
-            if len(kept) != len(idxs):
-                if not kept:
-                    continue
-                group = dg.get_pruning_group(root, handler, kept)
-            if dg.check_pruning_group(group):
-                group.prune()
+        # The pruner drops a group whose selection covers all of its channels before yielding it; with floors the
+        # selection may include the protected channels, which are trimmed here, so its check runs after trimming.
+        dg.check_pruning_group = lambda group: True
+        try:
+            for group in self.pruner.step(interactive=True):
+                root, handler, idxs = group[0].dep.target.module, group[0].dep.handler, list(group[0].idxs)
+                protected = self.protected.get(root)
+                kept = [i for i in idxs if protected is None or not protected[i]]
+                if len(kept) != len(idxs):
+                    if not kept:
+                        continue
+                    group = dg.get_pruning_group(root, handler, kept)
+                if type(dg).check_pruning_group(dg, group):
+                    group.prune()
+        finally:
+            del dg.check_pruning_group  # back to the class's method
         at_floor = []
         for root, (floor, per_unit) in self.floors.items():
             out, inp = _widths(root)
