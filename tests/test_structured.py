@@ -163,6 +163,21 @@ def test_min_keep_floor_keeps_attention_heads():
     assert model.blocks[0].mlp.fc1.out_features == 384 and model.patch_embed.proj.out_channels == 96
 
 
+class _NumpyOp(nn.Module):
+    """Runs without autograd (as timm's checks do) but not while torch-pruning traces with gradients."""
+
+    def forward(self, x):
+        return torch.from_numpy(x.numpy())
+
+
+def test_a_layer_torch_pruning_cannot_trace_is_named():
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), _NumpyOp(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 1, 8, 8))  # fine without autograd
+    with pytest.raises(PracError, match=r"torch-pruning cannot trace Sequential: layer '2' \(_NumpyOp\) fails: Can't call numpy"):
+        prune_level(model, torch.zeros(1, 1, 8, 8), ChannelPruning(fraction=0.5), copy.deepcopy(model))
+
+
 class _FixedView(nn.Module):
     """Assumes 8 channels: runs on the dense model, not on a pruned one."""
 
@@ -337,3 +352,15 @@ def test_export_refuses_other_runs_and_levels(structured_run, tmp_path):
     (ltr / "recipe.yaml").write_text(yaml.safe_dump(quick_recipe()))
     (ltr / "level_00" / "metrics.json").write_text("{}")
     assert main(["export", str(ltr)]) == 2
+
+
+def test_two_processes_train_the_same_smaller_model(structured_run, tmp_path):
+    """Under torchrun every process prunes its unwrapped copy identically (DDP would refuse differing shapes)."""
+    from test_multiprocess import run_two_processes
+
+    _, _, recipe = structured_run
+    run_two_processes(recipe, tmp_path, port=29561)
+    metrics = json.loads((tmp_path / "two" / "level_02" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["macs_remaining_pct"] < 35 and metrics["test_acc"] > 0.5
+    ticket = prac_plugin.export_ticket(tmp_path / "two", 2, tmp_path / "ticket", batch_sizes=(1,), repeats=1)[1]
+    assert ticket["macs"] == metrics["macs"]
