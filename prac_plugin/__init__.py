@@ -12,6 +12,7 @@ from .masks import MaskEnforcer, TicketMask, prunable_parameter_names  # noqa: E
 from .recipes import Recipe, load_recipe, parse_recipe  # noqa: E402
 from .rewind import RewindPoint  # noqa: E402
 from .strategies import DataSelectionStrategy, TicketStrategy, register  # noqa: E402
+from .structured import export_ticket, load_structured_ticket  # noqa: E402
 
 
 def run(recipe, output_dir: str):
@@ -28,4 +29,5 @@ def run(recipe, output_dir: str):
 __all__ = [
     "__version__", "PracError", "MaskEnforcer", "TicketMask", "prunable_parameter_names", "Recipe", "load_recipe",
     "parse_recipe", "RewindPoint", "DataSelectionStrategy", "TicketStrategy", "register", "run",
+    "export_ticket", "load_structured_ticket",
 ]

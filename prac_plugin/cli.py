@@ -68,6 +68,22 @@ def _cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .structured import export_ticket
+
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()] if args.batch_sizes else []
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise PracError(f"--batch-sizes {args.batch_sizes!r} should be positive integers separated by commas, e.g. 1,64")
+    out, info = export_ticket(args.run_dir, args.level, args.output, batch_sizes, args.repeats)
+    print(f"Structured ticket of level {info['source']['level']}: {out}")
+    print(f"MACs {info['macs']:,} ({info['macs_remaining_pct']:.1f}% of dense), parameters {info['params']:,} ({info['params_remaining_pct']:.1f}%)")
+    for batch, row in info["latency"]["batches"].items():
+        print(f"batch {batch}: {row['ticket_ms']:.2f} ms vs dense {row['dense_ms']:.2f} ms ({row['speedup']:.2f}x, "
+              f"{row['ticket_images_per_s']:.0f} images/s; CPU, {info['latency']['threads']} threads, interleaved medians)")
+    print("Load it with: prac_plugin.load_structured_ticket(" + repr(str(out)) + ")")
+    return 0
+
+
 def _print_description(index) -> None:
     from .selection.index_file import describe
 
@@ -125,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("a")
     comp.add_argument("b")
     comp.set_defaults(func=_cmd_index)
+
+    export = commands.add_parser("export", help="write a structured ticket as a compact timm model (weights, pruning history, MACs, latency)")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="run directory of a ticket.strategy: structured run")
+    export.add_argument("--level", type=int, default=None, help="level to export (default: the last completed)")
+    export.add_argument("--output", "-o", help="output folder (default: RUN_DIR/ticket_level_NN)")
+    export.add_argument("--batch-sizes", default="1,64", help="batch sizes to time on the CPU (default: 1,64)")
+    export.add_argument("--repeats", type=int, default=30, help="timed repeats per model and batch size (default: 30)")
+    export.set_defaults(func=_cmd_export)
 
     report = commands.add_parser("report", help="one run: re-print its table and redraw its plot; several: compare them")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

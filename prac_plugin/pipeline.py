@@ -192,7 +192,7 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
     accelerator.wait_for_everyone()
     completed = run_dir.completed_levels()
     if completed:
-        model.load_state_dict(run_dir.level_weights(completed[-1]))
+        model = ticket.restore_model(completed[-1], model)
         log(f"Resuming {run_dir.path}: levels 0..{completed[-1]} already complete")
     model = accelerator.prepare_model(model)
     unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
@@ -209,6 +209,14 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
             positions = torch.arange(len(data.train))
         schedule = context.schedule_for(len(positions), selection.budget)
         plan = ticket.plan_level(level, unwrapped, schedule)
+        if plan.model is not None:
+            # the strategy built a new (smaller) model: drop Accelerate's references to the old one and its
+            # optimizers, then train the new one from here on (the optimizer below is created on it)
+            accelerator.free_memory()
+            if train_cfg.channels_last:
+                plan.model = plan.model.to(memory_format=torch.channels_last)
+            model = accelerator.prepare_model(plan.model)
+            unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
         resumed = checkpoints.latest(level) if level == len(completed) else None
         if resumed is not None:
             # the checkpoint's mask is the one this level trained with (a mask search need not repeat exactly)
@@ -239,7 +247,7 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
                 {"progress": progress.state_dict(), "rng": rng_state(), "selection": selection.state_dict()},
             )
 
-        remaining = 100.0 * plan.mask.density
+        remaining = plan.info.get("weights_remaining_pct", 100.0 * plan.mask.density)  # structured: against the dense model
         result = trainer.train(
             model, optimizer, enforcer, positions, schedule, plan.start_step, level, plan.step_callbacks,
             observer, epoch_hook, desc=f"level {level:2d} ({remaining:6.2f}% left)",
@@ -261,7 +269,7 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
             "full_data_steps": full_data_steps(context.full_schedule, schedule, plan.start_step),
             "layers": [{"name": l.name, "total": l.total, "remaining": l.remaining, "density": l.density} for l in plan.mask.layers()],
             "history": result.history, "data": data.info, "normalization": {"mean": mean, "std": std, "source": norm_source},
-            **plan.info, **extra,
+            **plan.info, **extra,  # last: a strategy's figures replace the mask-based ones above
         }
         if accelerator.is_main_process:
             run_dir.save_level(

@@ -20,10 +20,12 @@ COLUMNS = [
     ("wall_time_s", "wall time s", "{:.1f}"),
 ]
 PRAC_COLUMNS = [("cet_count", "CET", "{}"), ("cep_count", "CEP", "{}")]
+# structured tickets are smaller models: their parameters and MACs against the dense model's
+STRUCTURED_COLUMNS = [("params_remaining_pct", "params %", "{:.2f}"), ("macs_remaining_pct", "MACs %", "{:.2f}")]
 
 
 def level_row(metrics: dict) -> dict:
-    return {key: metrics.get(key) for key, _, _ in COLUMNS + PRAC_COLUMNS}
+    return {key: metrics.get(key) for key, _, _ in COLUMNS + PRAC_COLUMNS + STRUCTURED_COLUMNS}
 
 
 def savings(totals: dict) -> float | None:
@@ -86,6 +88,14 @@ def layer_table(layers: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def floor_line(metrics: dict) -> str:
+    """Structured runs: the layers that ticket.min_keep stopped from shrinking further."""
+    if "structured_at_floor" not in metrics:
+        return ""
+    names = ", ".join(metrics["structured_at_floor"]) or "none"
+    return f"\nLayers at the ticket.min_keep floor ({100 * metrics['structured_min_keep']:.0f}% of their dense channels): {names}\n"
+
+
 def totals_line(totals: dict) -> str:
     line = f"Total: {totals['optimizer_steps']} optimizer steps ({totals['full_data_steps']} with full data"
     if totals.get("savings") is not None:
@@ -116,6 +126,7 @@ def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
     metrics, recipe, totals = summary["levels"], summary["recipe"], summary["totals"]
     rows = [level_row(m) for m in metrics]
     extra = PRAC_COLUMNS if any(m.get("cet_count") is not None for m in metrics) else []
+    extra += STRUCTURED_COLUMNS if any(m.get("macs") is not None for m in metrics) else []
     table = markdown_table(rows, extra)
     atomic_write_json(run.path / "summary.json", summary)
     buffer = io.StringIO()
@@ -128,9 +139,10 @@ def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
         run.path / "summary.md",
         f"# {model_name} on {recipe.get('data', {}).get('path', '?')}\n\n{table}\n"
         f"{totals_line(totals)}\n"
-        + (f"\n## Per-layer density at level {metrics[-1]['level']}\n\n{layer_table(metrics[-1]['layers'])}" if metrics and metrics[-1].get("layers") else ""),
+        + (f"\n## Per-layer density at level {metrics[-1]['level']}\n\n{layer_table(metrics[-1]['layers'])}" if metrics and metrics[-1].get("layers") else "")
+        + (floor_line(metrics[-1]) if metrics else ""),
     )
-    table += "\n" + totals_line(totals) + "\n"
+    table += "\n" + totals_line(totals) + "\n" + (floor_line(metrics[-1]) if metrics else "")
     if rows:
         plot_curve(rows, run.path / "curve.png", f"{model_name}: {recipe.get('ticket', {}).get('strategy', '')}")
     return rows, table

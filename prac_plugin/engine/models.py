@@ -12,15 +12,19 @@ from ..recipes import ModelSection
 from . import models_lth  # noqa: F401  (registers lenet_300_100, cifar_resnet*, cifar_vgg16 into timm)
 
 
+def model_kwargs(cfg: ModelSection, num_classes: int, in_chans: int) -> dict:
+    """The keyword arguments ``timm.create_model`` gets: the recipe's kwargs plus classes and channels
+    (a structured ticket rebuilds its dense model from these)."""
+    return {**cfg.kwargs, "num_classes": cfg.num_classes or num_classes, "in_chans": cfg.in_chans or in_chans}
+
+
 def create_model(cfg: ModelSection, num_classes: int, in_chans: int, image_size: tuple[int, int]) -> torch.nn.Module:
     """``timm.create_model`` with the dataset's classes and channels; checked with one forward pass."""
     if not timm.is_model(cfg.name):
         close = difflib.get_close_matches(cfg.name, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
         raise PracError(f"unknown model.name {cfg.name!r}: not in timm's registry{hint}")
-    kwargs = dict(cfg.kwargs)
-    kwargs["num_classes"] = cfg.num_classes or num_classes
-    kwargs["in_chans"] = cfg.in_chans or in_chans
+    kwargs = model_kwargs(cfg, num_classes, in_chans)
     try:
         model = timm.create_model(cfg.name, pretrained=cfg.pretrained, **kwargs)
     except (TypeError, ValueError, RuntimeError, OSError) as exc:

@@ -26,13 +26,19 @@ class StrategyOptions:
 
 @dataclass
 class LevelPlan:
-    """How a level starts: the mask, the step the schedule resumes at, and callbacks at given steps."""
+    """How a level starts: the mask, the step the schedule resumes at, and callbacks at given steps.
+
+    ``model``, when set, replaces the current model from this level on (a structured ticket is a smaller
+    architecture); the pipeline re-prepares it with Accelerate and builds the optimizer on it. ``info`` is
+    recorded in the level's metrics and may replace the mask-based figures (``weights_remaining_pct``, ...).
+    """
 
     mask: "TicketMask"
     start_step: int = 0
     optimizer_state: Optional[dict] = None
     step_callbacks: dict[int, Callable[[Any, Any], None]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    model: Optional[torch.nn.Module] = None
 
 
 class TicketStrategy:
@@ -56,6 +62,13 @@ class TicketStrategy:
     def plan_level(self, level: int, model: torch.nn.Module, schedule: Any) -> LevelPlan:
         """Set ``model``'s starting weights for ``level`` (trained on ``schedule``) and return its plan."""
         raise NotImplementedError
+
+    def restore_model(self, level: int, model: torch.nn.Module) -> torch.nn.Module:
+        """The model a resumed run continues from, ``level`` being its last completed level: by default
+        ``model`` (freshly created) with that level's saved weights; a strategy that changes the architecture
+        rebuilds it first."""
+        model.load_state_dict(self.run.run_dir.level_weights(level))
+        return model
 
 
 class DataSelectionStrategy:

@@ -1,0 +1,156 @@
+"""Structured lottery tickets: channel-level IMP with rewinding, each level a physically smaller timm model.
+
+Level 0 trains the dense network and keeps the rewind point (as LTR does). Level L scores the channel groups
+of level L-1's trained model by group magnitude (torch-pruning's dependency graph couples every layer a channel
+touches), removes a fraction of the remaining channels, then replays the whole pruning history on a fresh dense
+model holding the rewind weights: the kept channels restart from exactly their rewind values, BN running
+statistics included. That compact model replaces the previous one and trains from the rewind step to the end.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import torch
+
+from .. import __version__
+from ..engine.models import model_kwargs
+from ..errors import PracError
+from ..io import atomic_write_json
+from ..masks import TicketMask, prunable_parameter_names
+from ..rewind import RewindPoint
+from ..structured.channels import (
+    ChannelPruning, check_forward, count_macs_params, create_dense, example_input, prune_level, replay,
+)
+from ..structured.ticket import STRUCTURE_FILE, read_structure
+from .base import LevelPlan, StrategyOptions
+from .ltr import LotteryTicketRewinding, rewind_start
+from .registry import register
+
+
+@dataclass
+class StructuredOptions(StrategyOptions):
+    levels: int = 4
+    fraction: float = 0.2
+    scope: Literal["global", "layer"] = "global"
+    include: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)
+    rewind: str = "0it"
+    min_keep: float = 0.1
+    attention: Literal["heads", "head_dims"] = "heads"
+    importance_p: Literal[1, 2] = 2
+    normalizer: Literal["mean", "max", "sum", "none"] = "mean"
+    round_to: Optional[int] = None
+    # not a recipe key: optimizer state does not fit the pruned shapes, so every level starts a fresh optimizer
+    rewind_optimizer = False
+
+    def __post_init__(self):
+        if self.levels < 0:
+            raise PracError(f"ticket.levels = {self.levels} must be 0 or more")
+        if not 0.0 < self.fraction < 1.0:
+            raise PracError(f"ticket.fraction = {self.fraction!r} is outside (0, 1): the share of the remaining channels each level removes")
+        if not 0.0 < self.min_keep <= 1.0:
+            raise PracError(f"ticket.min_keep = {self.min_keep!r} is outside (0, 1]: the share of a layer's dense channels always kept")
+        if self.round_to is not None and self.round_to < 1:
+            raise PracError(f"ticket.round_to = {self.round_to} must be 1 or more")
+        RewindPoint.parse(self.rewind)
+
+    def pruning(self) -> ChannelPruning:
+        return ChannelPruning(
+            self.fraction, self.scope, self.min_keep, self.attention, self.importance_p, self.normalizer, self.round_to,
+            tuple(self.include), tuple(self.ignore),
+        )
+
+
+def size_metrics(model: torch.nn.Module, dense: torch.nn.Module, example: torch.Tensor, include, ignore) -> dict:
+    """A level's size against the dense model: prunable weights (as LTR counts them, so curves compare), all
+    parameters and MACs; these replace the pipeline's mask-based figures, which see only the compact model."""
+    names = prunable_parameter_names(dense, include, ignore)
+    mine, theirs = dict(model.named_parameters()), dict(dense.named_parameters())
+    layers = [{"name": n, "total": theirs[n].numel(), "remaining": mine[n].numel(), "density": mine[n].numel() / theirs[n].numel()} for n in names]
+    total, remaining = sum(l["total"] for l in layers), sum(l["remaining"] for l in layers)
+    macs, params = count_macs_params(model, example)
+    dense_macs, dense_params = count_macs_params(dense, example)
+    return {
+        "weights_remaining_pct": 100.0 * remaining / total, "sparsity_pct": 100.0 - 100.0 * remaining / total,
+        "prunable_weights": total, "remaining_weights": remaining, "layers": layers,
+        "macs": macs, "dense_macs": dense_macs, "macs_remaining_pct": 100.0 * macs / dense_macs,
+        "params": params, "dense_params": dense_params, "params_remaining_pct": 100.0 * params / dense_params,
+    }
+
+
+@register
+class StructuredTicket(LotteryTicketRewinding):
+    name = "structured"
+    Options = StructuredOptions
+
+    def __init__(self, options, run):
+        super().__init__(options, run)
+        data = run.data
+        self.base_structure = {
+            "format_version": 1, "package_version": __version__,
+            "model": {"name": run.recipe.model.name, "kwargs": model_kwargs(run.recipe.model, data.num_classes, data.in_chans)},
+            "input_size": [int(data.in_chans), *map(int, data.image_size)],
+        }
+        self.example = example_input(self.base_structure)
+
+    def check(self, first_schedule) -> None:
+        """Before anything is written: the rewind point, and one trial level on a throwaway dense model (a model
+        torch-pruning cannot trace, or one that does not run once pruned, fails here, naming the layer)."""
+        super().check(first_schedule)
+        dense = create_dense(self.base_structure)
+        segment, _ = prune_level(copy.deepcopy(dense), self.example, self.options.pruning(), dense)
+        if not segment["history"]:
+            raise PracError(
+                f"structured pruning finds no channel to remove in {self.base_structure['model']['name']!r} "
+                "(every layer is ignored, coupled to an ignored layer, or at its ticket.min_keep floor)"
+            )
+
+    # structure files ------------------------------------------------------------------------------------
+    def structure(self, level: int) -> dict:
+        """The structure of ``level``'s ticket, from its level folder (level 0: the dense model, no history)."""
+        return read_structure(self.run.run_dir.level_dir(level) / STRUCTURE_FILE)
+
+    def _save_structure(self, level: int, structure: dict) -> None:
+        if self.run.is_main_process:  # written when the level is planned; identical if the level is planned again
+            atomic_write_json(self.run.run_dir.level_dir(level) / STRUCTURE_FILE, structure)
+
+    def _dense(self) -> torch.nn.Module:
+        return create_dense(self.base_structure)
+
+    # the level loop ------------------------------------------------------------------------------------
+    def restore_model(self, level: int, model: torch.nn.Module) -> torch.nn.Module:
+        """Rebuild ``level``'s compact architecture on ``model`` and load that level's weights."""
+        replay(model, self.structure(level)["levels"], self.example)
+        model.load_state_dict(self.run.run_dir.level_weights(level))
+        return model.train()
+
+    def plan_level(self, level, model, schedule) -> LevelPlan:
+        opts, run = self.options, self.run
+        if level == 0:
+            plan = super().plan_level(0, model, schedule)  # dense mask, init weights, rewind capture
+            self._save_structure(0, {**self.base_structure, "levels": []})
+            plan.info.update(size_metrics(model, self._dense(), self.example, opts.include, opts.ignore))
+            return plan
+        structure = self.structure(level - 1)
+        dense = self._dense()
+        trained = copy.deepcopy(model).cpu()  # scores come from level L-1's trained weights; the copy is cut, not the model
+        segment, at_floor = prune_level(trained, self.example, opts.pruning(), dense)
+        structure["levels"].append(segment)
+        weights, info = run.run_dir.load_state("rewind")
+        ticket = copy.deepcopy(dense)
+        ticket.load_state_dict(weights)
+        replay(ticket, structure["levels"], self.example)  # rewind values at exactly the kept channels
+        check_forward(ticket, self.example, f"the level {level} ticket does not run")
+        self._save_structure(level, structure)
+        start = rewind_start(info, schedule)
+        return LevelPlan(
+            TicketMask.dense(ticket, opts.include, opts.ignore), start, model=ticket.train(),
+            info={
+                "rewind_step": start, "structured_min_keep": opts.min_keep, "structured_at_floor": at_floor,
+                "structured_removed_channels": sum(len(entry[2]) for entry in segment["history"]),
+                **size_metrics(ticket, dense, self.example, opts.include, opts.ignore),
+            },
+        )
