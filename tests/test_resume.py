@@ -146,3 +146,18 @@ def test_checkpoint_policy_parsing_and_timing():
             CheckpointPolicy.parse(bad)
     with pytest.raises(PracError, match="run.checkpoint_keep = 0"):
         prac_plugin.parse_recipe(quick_recipe(run={"checkpoint_keep": 0}))
+
+
+def test_structured_run_killed_inside_a_level_resumes_into_the_smaller_model(tmp_path):
+    """A structured level trains a rebuilt, smaller model: the checkpoint restores into the replayed architecture."""
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "structured_quickstart.yaml").read_text())
+    recipe["ticket"]["levels"], recipe["train"]["epochs"] = 2, 4
+    recipe["run"] = {"tracker": "none", "checkpoint_every": "7it"}
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    finish(recipe_path, tmp_path / "reference")
+    kill_inside_level(recipe_path, tmp_path / "killed", level=2, checkpoints_wanted=1)
+    assert "Resuming level 2 at step" in finish(recipe_path, tmp_path / "killed")
+    for level in range(3):
+        left, right = (load_file(d / f"level_{level:02d}" / "weights.safetensors") for d in (tmp_path / "reference", tmp_path / "killed"))
+        assert left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left), level
