@@ -24,7 +24,7 @@ from ..rewind import RewindPoint
 from ..structured.channels import (
     ChannelPruning, check_forward, count_macs_params, create_dense, example_input, prune_level, replay,
 )
-from ..structured.ticket import STRUCTURE_FILE, read_structure
+from ..structured.ticket import FORMAT_VERSION, STRUCTURE_FILE, read_structure
 from .base import LevelPlan, StrategyOptions
 from .ltr import LotteryTicketRewinding, rewind_start
 from .registry import register
@@ -90,7 +90,7 @@ class StructuredTicket(LotteryTicketRewinding):
         super().__init__(options, run)
         data = run.data
         self.base_structure = {
-            "format_version": 1, "package_version": __version__,
+            "format_version": FORMAT_VERSION, "package_version": __version__,
             "model": {"name": run.recipe.model.name, "kwargs": model_kwargs(run.recipe.model, data.num_classes, data.in_chans)},
             "input_size": [int(data.in_chans), *map(int, data.image_size)],
         }

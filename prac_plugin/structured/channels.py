@@ -285,8 +285,9 @@ def count_macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int
     """Multiply-accumulates of one forward pass on ``example`` and the number of parameters (torch-pruning's counter)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device  # level 0 counts the prepared model, on the accelerator's device
     with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(model, example)
+        macs, params = tp.utils.count_ops_and_params(model, example.to(device))
     model.train(was_training)
     return int(macs), int(params)
 
