@@ -127,6 +127,12 @@ def check_same_mask_everywhere(accelerator: Accelerator, mask: TicketMask, level
         raise PracError(f"the level {level} mask differs between processes; the processes' weights diverged")
 
 
+def release_optimizer(accelerator: Accelerator, optimizer) -> None:
+    """Forget a finished level's optimizer: Accelerate keeps every prepared optimizer (and with it the
+    momentum buffers, one model's worth per level) until ``free_memory``, which would drop the model too."""
+    accelerator._optimizers = [kept for kept in accelerator._optimizers if kept is not optimizer]
+
+
 def _is_compiled(model: torch.nn.Module) -> bool:
     while hasattr(model, "module") and not isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
         model = model.module  # DDP around a compiled module
@@ -277,6 +283,7 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
                 state_to_cpu(unwrapped), metrics,
             )
         checkpoints.clear()  # the level is complete: its checkpoints are no longer needed
+        release_optimizer(accelerator, optimizer)
         accelerator.wait_for_everyone()
         accelerator.log({"level/test_acc": test[1] or 0.0, "level/weights_remaining_pct": remaining}, step=level)
 

@@ -223,3 +223,16 @@ def test_mixed_precision_follows_the_launcher_unless_the_recipe_says_otherwise(m
         effective_precision("fp16")
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     assert effective_precision("no") == "no" and effective_precision("fp16") == "fp16"
+
+
+def test_a_finished_levels_optimizer_is_released_from_accelerate():
+    from accelerate import Accelerator
+
+    from prac_plugin.pipeline import release_optimizer
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(4, 2)
+    first = accelerator.prepare_optimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    second = accelerator.prepare_optimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    release_optimizer(accelerator, first)
+    assert accelerator._optimizers == [second]
