@@ -9,7 +9,7 @@ import torch
 import prac_plugin
 from prac_plugin import PracError, TicketMask
 from prac_plugin.masks import prunable_parameter_names
-from prac_plugin.search import ConcreteSearchConfig, GradBalance, concrete_ticket_search, divergence
+from prac_plugin.search import ConcreteSearchConfig, GradBalance, Lagrangian, concrete_ticket_search, divergence
 
 from conftest import quick_recipe
 
@@ -38,6 +38,56 @@ def test_gradbalance_penalty_only_while_too_dense():
     again = fresh.combine(too_dense, 2 * task)  # then the moving average
     lam = 0.99 * (task.norm() / penalty.norm()) + 0.01 * (2 * task.norm() / penalty.norm())
     assert torch.allclose(again, 2 * task + lam * penalty, rtol=1e-5)
+
+
+def test_lagrangian_adds_the_penalty_at_the_current_multiplier_then_takes_a_dual_step():
+    control = Lagrangian(density=0.1, num_weights=100, dual_lr=0.5)  # allowed: 11 expected survivors
+    task = torch.randn(100)
+    too_dense = torch.zeros(100)  # sigmoid 0.5: 50 expected survivors, err = 100 * (50 / 11 - 1)
+    error = 100 * (50 / 11 - 1)
+    assert torch.equal(control.combine(too_dense, task.clone()), task)  # lambda starts at 0
+    assert control.lam.item() == pytest.approx(0.5 * error)
+    penalty = (100 / 11) * 0.25 * torch.ones(100)
+    assert torch.allclose(control.combine(too_dense, task.clone()), task + 0.5 * error * penalty)
+    sparse_enough = torch.full((100,), math.log(0.01 / 0.99))  # 1 expected survivor: err = 100 * (1 / 11 - 1)
+    control.combine(sparse_enough, task.clone())
+    assert control.lam.item() == pytest.approx(2 * 0.5 * error + 0.5 * 100 * (1 / 11 - 1), rel=1e-5)  # shrinks...
+    for _ in range(10):
+        control.combine(sparse_enough, task.clone())
+    assert control.lam.item() == 0.0  # ...and never below zero
+
+
+@pytest.mark.parametrize("control, holds", [("lagrangian", True), ("gradbalance", False)])
+def test_only_the_lagrangian_holds_the_budget_against_a_task_that_wants_every_weight(control, holds):
+    # Every logit's task gradient pulls it up (through the sigmoid, as a real loss does). GradBalance weighs the
+    # penalty at most as much as the task (lambda* = |g_t| / |g_s|), so the strongly pulled logits escape; the
+    # Lagrangian multiplier keeps growing until the expected density is back at 1.1 x target.
+    density, d = 0.1, 1000
+    logits = torch.full((d,), math.log(density / (1 - density)), requires_grad=True)
+    optimizer = torch.optim.Adam([logits], lr=0.05)
+    cfg = ConcreteSearchConfig(density, 1, sparsity_control=control, dual_lr=0.1)
+    balance = cfg.density_control(d)
+    pull = torch.rand(d, generator=torch.Generator().manual_seed(0))
+    expected = []
+    for _ in range(1500):
+        s = torch.sigmoid(logits.detach())
+        logits.grad = balance.combine(logits.detach(), -pull * s * (1 - s))
+        optimizer.step()
+        expected.append(torch.sigmoid(logits.detach()).mean().item())
+    late = sum(expected[-300:]) / 300
+    if holds:
+        assert 0.09 <= late <= 0.12  # 1.1 x 0.1 = 0.11, oscillating around it
+    else:
+        assert late > 0.4
+
+
+def test_search_with_the_lagrangian_keeps_the_exact_count_and_freezes_the_model(tiny_net):
+    before = {k: v.clone() for k, v in tiny_net.state_dict().items()}
+    names = prunable_parameter_names(tiny_net, ignore=["fc"])
+    cfg = ConcreteSearchConfig(density=0.1, steps=100, seed=0, sparsity_control="lagrangian")
+    result = concrete_ticket_search(tiny_net, names, toy_batches(), cfg)
+    assert result.mask.num_remaining == 148 and result.expected_density <= 0.1 * 1.1
+    assert all(torch.equal(value, before[key]) for key, value in tiny_net.state_dict().items())
 
 
 def toy_batches(seed=0, n=256, batch=64):
@@ -89,6 +139,8 @@ def test_search_is_deterministic_and_ties_break_by_index(tiny_net):
         ({"densities": [0.0]}, "ticket.densities entry 0.0 is outside (0, 1)"),
         ({"densities": []}, "ticket.densities is empty"),
         ({"objective": "js"}, "ticket.objective = 'js' is not allowed; choose one of 'reverse_kl', 'forward_kl', 'cross_entropy'"),
+        ({"sparsity_control": "l0"}, "ticket.sparsity_control = 'l0' is not allowed; choose one of 'gradbalance', 'lagrangian'"),
+        ({"dual_lr": 0.0}, "CTS dual_lr = 0.0 must be positive"),
     ],
 )
 def test_cts_bad_options(ticket, message):

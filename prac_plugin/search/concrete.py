@@ -3,7 +3,8 @@
 One logit per prunable weight; every forward draws logistic noise and uses the soft mask
 sigmoid((logit + noise) / temperature) on frozen weights (eval mode, un-augmented inputs). The loss is a
 divergence between the sparse and the dense network's outputs (reverse KL by default, scaled by 100), and
-GradBalance adds the gradient of a density penalty, weighted so the expected density stays on target.
+GradBalance adds the gradient of a density penalty, weighted so the expected density stays on target
+(optionally a Lagrangian multiplier updated by dual ascent instead).
 The ticket keeps exactly the top round(density * d) logits.
 
 Memory: the masked weights are formed per layer inside ``torch.func.functional_call``; besides the
@@ -69,6 +70,36 @@ class GradBalance:
         return task_grad.add_(penalty_grad.mul_(self.lam))
 
 
+class Lagrangian:
+    """Keeps the expected density at the target by dual ascent, an alternative to GradBalance.
+
+    The penalty lambda * err (err = 100 * (sum(sigmoid(logits)) / A - 1), A = factor * density * d, as in
+    GradBalance) is added to the loss, so its gradient lambda * (100 / A) * sigmoid * (1 - sigmoid) is added to
+    the task gradient; after every step lambda <- max(0, lambda + dual_lr * err). Unlike GradBalance, lambda
+    does not follow the task gradient's norm: it grows while the logits are too dense and shrinks back once they
+    are sparse enough, so it settles where the penalty balances the task on average.
+    """
+
+    def __init__(self, density: float, num_weights: int, factor: float = 1.1, dual_lr: float = 0.01):
+        self.allowed = factor * density * num_weights
+        self.dual_lr = dual_lr
+        self.lam: Optional[torch.Tensor] = None
+
+    @torch.no_grad()
+    def combine(self, logits: torch.Tensor, task_grad: torch.Tensor) -> torch.Tensor:
+        """The gradient to apply (in ``task_grad``'s memory), then the dual step on lambda."""
+        penalty_grad = torch.sigmoid(logits)
+        error = 100.0 * (penalty_grad.sum() / self.allowed - 1.0)
+        penalty_grad.mul_(penalty_grad.neg().add_(1.0)).mul_(100.0 / self.allowed)
+        lam = torch.zeros_like(error) if self.lam is None else self.lam
+        task_grad.add_(penalty_grad.mul_(lam))
+        self.lam = (lam + self.dual_lr * error).clamp_min(0.0)  # no host sync
+        return task_grad
+
+
+SPARSITY_CONTROLS = ("gradbalance", "lagrangian")
+
+
 @dataclass
 class ConcreteSearchConfig:
     density: float
@@ -82,6 +113,8 @@ class ConcreteSearchConfig:
     loss_scale: float = 100.0
     target_factor: float = 1.1
     lambda_momentum: float = 0.99
+    sparsity_control: str = "gradbalance"
+    dual_lr: float = 0.01  # lagrangian only
     seed: int = 0
 
     def __post_init__(self):
@@ -91,6 +124,16 @@ class ConcreteSearchConfig:
             raise PracError(f"unknown CTS objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if self.steps < 1:
             raise PracError(f"CTS search needs at least one step (got {self.steps})")
+        if self.sparsity_control not in SPARSITY_CONTROLS:
+            raise PracError(f"unknown CTS sparsity control {self.sparsity_control!r}; choose one of {', '.join(SPARSITY_CONTROLS)}")
+        if self.dual_lr <= 0:
+            raise PracError(f"CTS dual_lr = {self.dual_lr!r} must be positive")
+
+    def density_control(self, num_weights: int):
+        """GradBalance (the paper's) or Lagrangian dual ascent, for ``num_weights`` prunable weights."""
+        if self.sparsity_control == "lagrangian":
+            return Lagrangian(self.density, num_weights, self.target_factor, self.dual_lr)
+        return GradBalance(self.density, num_weights, self.target_factor, self.lambda_momentum)
 
 
 @dataclass
@@ -126,7 +169,7 @@ def concrete_ticket_search(
     init = math.log(cfg.density / (1.0 - cfg.density))
     logits = torch.full((total,), init, device=device, requires_grad=True)
     optimizer = torch.optim.Adam([logits], lr=cfg.lr)
-    balance = GradBalance(cfg.density, total, cfg.target_factor, cfg.lambda_momentum)
+    balance = cfg.density_control(total)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     was_training = model.training
     model.eval()  # frozen normalization statistics
