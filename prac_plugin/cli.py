@@ -77,9 +77,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out, info = export_ticket(args.run_dir, args.level, args.output, batch_sizes, args.repeats)
     print(f"Structured ticket of level {info['source']['level']}: {out}")
     print(f"MACs {info['macs']:,} ({info['macs_remaining_pct']:.1f}% of dense), parameters {info['params']:,} ({info['params_remaining_pct']:.1f}%)")
-    for batch, row in info["latency"]["batches"].items():
-        print(f"batch {batch}: {row['ticket_ms']:.2f} ms vs dense {row['dense_ms']:.2f} ms ({row['speedup']:.2f}x, "
-              f"{row['ticket_images_per_s']:.0f} images/s; CPU, {info['latency']['threads']} threads, interleaved medians)")
+    latency = info["latency"]
+    folded = latency.get("folded", {})
+    for batch, row in latency["batches"].items():
+        line = f"batch {batch}: {row['ticket_ms']:.2f} ms vs dense {row['dense_ms']:.2f} ms ({row['speedup']:.2f}x, {row['ticket_images_per_s']:.0f} images/s)"
+        if batch in folded.get("batches", {}):
+            fused = folded["batches"][batch]
+            line += f"; BatchNorm folded: {fused['ticket_ms']:.2f} ms vs {fused['dense_ms']:.2f} ms ({fused['speedup']:.2f}x)"
+        print(line)
+    print(f"(CPU, {latency['threads']} threads, dense and ticket timed alternately, medians of {latency['repeats']} repeats)")
+    if "unavailable" in folded:
+        print(f"not timed with BatchNorm folded: {folded['unavailable']}")
     print("Load it with: prac_plugin.load_structured_ticket(" + repr(str(out)) + ")")
     return 0
 

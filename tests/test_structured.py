@@ -17,6 +17,7 @@ from prac_plugin.cli import main
 from prac_plugin.structured.channels import (
     ChannelPruning, attention_modules, count_macs_params, layer_widths, prune_level, replay,
 )
+from prac_plugin.structured.latency import fold_batchnorm, latency_report
 
 from conftest import quick_recipe
 
@@ -178,6 +179,40 @@ def test_a_layer_torch_pruning_cannot_trace_is_named():
         prune_level(model, torch.zeros(1, 1, 8, 8), ChannelPruning(fraction=0.5), copy.deepcopy(model))
 
 
+class _DataDependent(nn.Module):
+    """Branches on a tensor's value: runs eagerly, but torch.fx cannot trace it."""
+
+    def forward(self, x):
+        return x if x.sum() > 0 else -x
+
+
+def test_folded_batchnorm_gives_the_same_outputs_and_leaves_the_model_alone():
+    model = _randomize(timm.create_model("cifar_resnet20", num_classes=10, in_chans=1), seed=3).train()
+    with torch.no_grad():  # realistic BN statistics: the randomized ones make activations explode over 20 layers
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.5, 1.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_latency_report_times_both_forms_or_says_why_not():
+    dense = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 3))
+    ticket = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    report = latency_report(dense, ticket, [1, 8, 8], (1, 2), repeats=2)
+    assert set(report["batches"]) == set(report["folded"]["batches"]) == {"1", "2"}
+    assert all(row["speedup"] == pytest.approx(row["dense_ms"] / row["ticket_ms"]) for row in report["folded"]["batches"].values())
+    untraceable = nn.Sequential(*ticket, _DataDependent())
+    report = latency_report(dense, untraceable, [1, 8, 8], (1,), repeats=2)
+    assert "could not trace" in report["folded"]["unavailable"] and "_folded" not in str(report["batches"])
+    assert set(report["batches"]) == {"1"}
+
+
 class _FixedView(nn.Module):
     """Assumes 8 channels: runs on the dense model, not on a pruned one."""
 
@@ -293,6 +328,7 @@ def test_export_reloads_to_the_trained_ticket(structured_run, tmp_path, capsys):
     metrics = json.loads((out / "level_02" / "metrics.json").read_text())
     assert info["macs"] == metrics["macs"] and info["params"] == metrics["params"] and info["source"]["level"] == 2
     assert set(info["latency"]["batches"]) == {"1", "8"} and info["latency"]["batches"]["8"]["ticket_ms"] > 0
+    assert set(info["latency"]["folded"]["batches"]) == {"1", "8"}  # cifar_resnet20 traces: BatchNorm folded too
     model = load_structured_ticket(target)
     saved = load_file(out / "level_02" / "weights.safetensors")
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
