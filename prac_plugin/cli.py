@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Optional
 
+from . import __version__
 from .errors import PracError
 
 
@@ -126,6 +127,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prac", description="Find lottery tickets efficiently on timm models and HF datasets.")
+    parser.add_argument("--version", action="version", version=f"prac_plugin {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a recipe (continues an interrupted run in the same output directory)")

@@ -236,3 +236,11 @@ def test_a_finished_levels_optimizer_is_released_from_accelerate():
     second = accelerator.prepare_optimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
     release_optimizer(accelerator, first)
     assert accelerator._optimizers == [second]
+
+
+def test_cli_version_names_the_installed_package(capsys):
+    from prac_plugin.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"prac_plugin {prac_plugin.__version__}"
