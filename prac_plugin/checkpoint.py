@@ -194,3 +194,5 @@ class LevelCheckpoints:
         for path in self.root.iterdir():
             if path.name.startswith(".partial-") or not partial_only:
                 shutil.rmtree(path, ignore_errors=True)
+        if not partial_only and not any(self.root.iterdir()):
+            self.root.rmdir()  # a finished run keeps no empty checkpoints/ folder
