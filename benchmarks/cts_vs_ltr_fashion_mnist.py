@@ -8,6 +8,7 @@ batch 512. Compute to get a ticket: LTR needs every level up to it; CTS needs th
 search and the ticket's own training.
 
     python benchmarks/cts_vs_ltr_fashion_mnist.py --output runs/bench_cts_fmnist
+    python benchmarks/cts_vs_ltr_fashion_mnist.py --rewind 3ep --output runs/bench_cts_fmnist_3ep   # 15% of training
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--output", type=Path, default=Path("runs/bench_cts_fmnist"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rewind", default="1ep", help="rewind point of both methods (CTS searches there), e.g. 3ep")
     args = parser.parse_args()
     seed = [f"train.seed={args.seed}"]
     ltr = run(args.output / f"ltr_seed{args.seed}", seed,
-              {"strategy": "ltr", "levels": max(LEVELS), "fraction": 0.2, "ignore": ["fc"], "rewind": "1ep"})
+              {"strategy": "ltr", "levels": max(LEVELS), "fraction": 0.2, "ignore": ["fc"], "rewind": args.rewind})
     densities = [ltr[level]["remaining_weights"] / ltr[level]["prunable_weights"] for level in LEVELS]
     cts = run(args.output / f"cts_seed{args.seed}", seed,
-              {"strategy": "cts", "densities": densities, "ignore": ["fc"], "rewind": "1ep", "search_epochs": 20, "search_batch_size": 512})
+              {"strategy": "cts", "densities": densities, "ignore": ["fc"], "rewind": args.rewind, "search_epochs": 20, "search_batch_size": 512})
     print(f"dense (level 0): test acc {100 * ltr[0]['test_acc']:.2f}%")
     print("| sparsity % | LTR acc % | CTS acc % | LTR steps | CTS train steps | CTS search steps (batch 512) | LTR wall s | CTS wall s | CTS / LTR wall |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
