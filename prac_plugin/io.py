@@ -19,6 +19,15 @@ from safetensors.torch import load_file, save_file
 from .errors import PracError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it: done once, at import
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it is renamed onto ``path``."""
@@ -28,6 +37,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp's 0600 would make shared run folders unreadable to others
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

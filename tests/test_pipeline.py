@@ -244,3 +244,14 @@ def test_cli_version_names_the_installed_package(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"prac_plugin {prac_plugin.__version__}"
+
+
+def test_written_files_follow_the_umask_so_shared_run_folders_stay_readable(finished_run):
+    import os
+    import stat
+
+    from prac_plugin.io import _FILE_MODE
+
+    files = [p for p in finished_run[0].rglob("*") if p.is_file()]
+    assert files and _FILE_MODE & 0o044  # the usual 022 umask: readable by group and others
+    assert {stat.S_IMODE(os.stat(p).st_mode) for p in files} == {_FILE_MODE}
