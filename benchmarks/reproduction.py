@@ -2,15 +2,15 @@
 PrAC's sizes and Concrete Ticket Search, compared in one `prac report`; sanity checks of the LTR tickets at
 ~89% and ~97% sparsity (levels 10 and 16 at 20% per level); the stability barrier with and without rewinding.
 
-    # everything (20 epochs, 16 levels, seeds 0 and 1): about 35-45 minutes on a quiet 2-core CPU (estimate)
-    python benchmarks/reproduction.py --output runs/repro
-    # shortened for a 2-core CPU, about 15-25 minutes (estimate): 8 epochs per level
+    # everything (20 epochs, 16 levels, seeds 0 and 1): 41 minutes measured with one torch thread on a 2-core CPU
+    OMP_NUM_THREADS=1 python benchmarks/reproduction.py --output runs/repro
+    # shortened: 8 epochs per level, about 18 minutes (estimate, see below)
     python benchmarks/reproduction.py --epochs 8 --output runs/repro_8ep
     # smoke test (under a minute): proves the pipeline, the numbers mean nothing
     python benchmarks/reproduction.py --epochs 1 --levels 2 --seeds 0 --sanity-seeds 1 --points 3 --cts-search-epochs 1 --output /tmp/repro_smoke
 
-The estimates count epochs at the 1.1-1.3 s per LeNet-300-100 epoch measured on that CPU (all runs, the
-sanity retrainings, the stability copies and the CTS searches: ~1,600 epochs at the defaults, ~700 with --epochs 8).
+The 8-epoch estimate scales the measured full run by its ~700 epochs against ~1,600 (all runs, the sanity
+retrainings, the stability copies and the CTS searches).
 
 Schedule as benchmarks/prac_fashion_mnist.py (SGD lr 0.05 momentum 0.9, x0.1 at 1/2 and 3/4 of training,
 batch 128, 20% global pruning, classifier ignored), rewinding at 15% of training (the end of epoch 3 at 20 epochs,
