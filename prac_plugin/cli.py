@@ -40,6 +40,13 @@ def _cmd_sanity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from .analysis.full_data import full_data_markdown, train_on_full_data
+
+    print(full_data_markdown(train_on_full_data(args.run_dir, args.level, args.seeds)), end="")
+    return 0
+
+
 def _cmd_stability(args: argparse.Namespace) -> int:
     from .analysis.stability import run_stability, stability_text
 
@@ -170,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     sanity.add_argument("--level", type=int, help="a completed level of 1 or more (default: the last)")
     sanity.add_argument("--seeds", type=int, default=2, help="data-order seeds per variant (default 2; 1 gives no noise estimate)")
     sanity.set_defaults(func=_cmd_sanity)
+
+    retrain = commands.add_parser("retrain", help="train levels' tickets (mask + rewind weights) on the full training split, "
+                                  "as the PrAC paper measures tickets found on a subset")
+    retrain.add_argument("run_dir", metavar="RUN_DIR", help="run directory of a ticket.strategy: ltr run")
+    retrain.add_argument("--level", type=int, nargs="+", help="completed levels of 1 or more (default: all)")
+    retrain.add_argument("--seeds", type=int, default=1, help="data-order seeds per level (default 1)")
+    retrain.set_defaults(func=_cmd_retrain)
 
     stability = commands.add_parser("stability", help="linear mode connectivity of a level's ticket: error along the path, barrier")
     stability.add_argument("run_dir", metavar="RUN_DIR")

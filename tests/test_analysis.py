@@ -245,3 +245,49 @@ def test_incomplete_or_old_run_directories_are_named(runs, tmp_path, capsys):
     assert "level_01/metrics.json" in message and "format_version" in message
     assert "--points 2" in error(["stability", str(good), "--points", "2"])
     assert "--seeds 0" in error(["sanity", str(good), "--seeds", "0"])
+
+
+def test_full_data_training_of_a_full_data_run_reproduces_its_levels(runs, capsys):
+    """With the run's own seed, an LTR level trained on the full data already is its ticket trained on the full data."""
+    summary = json.loads((runs / "ltr_seed0" / "summary.json").read_text())["levels"]
+    assert main(["retrain", str(runs / "ltr_seed0")]) == 0
+    out = capsys.readouterr().out
+    for level in (1, 2):
+        saved = json.loads((runs / "ltr_seed0" / "full_data" / f"level_{level:02d}.json").read_text())
+        assert saved["accuracy"] == [summary[level]["test_acc"]] == [saved["level_accuracy"]]
+        assert saved["finding_steps"] == sum(m["optimizer_steps"] for m in summary[:level])
+        assert f"| {level} | {summary[level]['weights_remaining_pct']:.2f} | {100 * summary[level]['test_acc']:.2f} |" in out
+
+
+def test_full_data_training_of_a_subset_run_trains_the_found_mask_on_every_example(runs, monkeypatch):
+    from prac_plugin.analysis import full_data
+
+    run = runs / "random_seed0"
+    level_1 = json.loads((run / "level_01" / "metrics.json").read_text())
+    results = full_data.train_on_full_data(run, [1], seeds=2)
+    (result,) = results
+    assert result["seeds"] == [0, 1] and len(result["accuracy"]) == 2 and result["std"] is not None
+    assert result["level_accuracy"] == level_1["test_acc"] and result["finding_steps"] == json.loads(
+        (run / "level_00" / "metrics.json").read_text())["optimizer_steps"]
+    # trained on the whole split: as many steps as a full-data level from the rewind point, twice what the 50% subset took
+    assert result["training_steps"] == result["total_steps"] - result["start_step"] > level_1["optimizer_steps"]
+    # a second call with the same seeds reads the file instead of training again
+    monkeypatch.setattr(full_data, "Retrainer", lambda *a, **k: pytest.fail("trained again"))
+    assert full_data.train_on_full_data(run, [1], seeds=2) == results
+
+
+def test_full_data_training_refuses_what_it_cannot_train(runs, tmp_path, capsys):
+    def error(argv) -> str:
+        assert main(argv) == 2
+        message = capsys.readouterr().err
+        assert message.startswith("prac: error: ") and message.count("\n") == 1
+        return message
+
+    good = str(runs / "ltr_seed0")
+    assert "level 0 is the dense network" in error(["retrain", good, "--level", "0"])
+    assert "level 5 of" in error(["retrain", good, "--level", "1", "5"])
+    assert "--seeds 0 must be at least 1" in error(["retrain", good, "--seeds", "0"])
+    cts = tmp_path / "cts"
+    shutil.copytree(runs / "ltr_seed0", cts)
+    (cts / "recipe.yaml").write_text((cts / "recipe.yaml").read_text().replace("strategy: ltr", "strategy: cts"))
+    assert "ticket.strategy 'cts'" in error(["retrain", str(cts)])

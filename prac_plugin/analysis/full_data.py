@@ -1,0 +1,111 @@
+"""Tickets found on a subset, trained on the full data: how the PrAC paper measures a ticket.
+
+A run with data selection (prac, random, index) trains every pruned level on a subset, so a level's accuracy
+is that of a network trained on less data. What the run *found* is the level's mask with the rewind weights;
+the PrAC paper (and its reference code's ``main_train.py``) measures that ticket by training it on the whole
+training split with the full schedule, from the rewind point to the end. The cost of finding the mask of level
+L is the training of levels 0..L-1 (the mask is pruned from level L-1's weights); that full-data training is
+the same for every way of finding the mask.
+
+Results go to ``RUN_DIR/full_data/level_LL.json``; a level already trained with the same seeds is not trained
+again, so an interrupted command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..errors import PracError
+from ..io import atomic_write_json
+from ..masks import TicketMask
+from ..recipes import parse_recipe
+from .retrain import Retrainer
+from .runs import completed_run, level_file, require_files
+
+FOLDER = "full_data"
+MASK_STRATEGIES = ("ltr",)  # masks pruned level after level from the rewind point (CTS levels train on their own)
+
+
+def _result_path(run_path: Path, level: int) -> Path:
+    return run_path / FOLDER / f"level_{level:02d}.json"
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # absent or damaged: train it (again)
+
+
+def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None, seeds: int = 1) -> list[dict]:
+    """Train the tickets of ``levels`` (default: every completed pruned level) on the full training split with
+    ``seeds`` data-order seeds (the run's seed, then the next ones); one result per level."""
+    if seeds < 1:
+        raise PracError(f"--seeds {seeds} must be at least 1")
+    run, completed = completed_run(path)
+    strategy = run.recipe().get("ticket", {}).get("strategy", "ltr")
+    if strategy not in MASK_STRATEGIES:
+        raise PracError(f"run {str(path)!r} used ticket.strategy {strategy!r}; full-data training applies to the masks of "
+                        "ticket.strategy ltr runs, found level after level (typically on a PrAC or random subset)")
+    chosen = [level for level in completed if level > 0] if not levels else list(levels)
+    if not chosen:
+        raise PracError(f"run {str(path)!r} has no pruned level yet (completed: level 0 only)")
+    for level in chosen:
+        if level == 0:
+            raise PracError("level 0 is the dense network: it has no mask to train; choose levels of 1 or more")
+        if level not in completed:
+            raise PracError(f"level {level} of {str(path)!r} is not complete (completed levels: 0..{completed[-1]})")
+    require_files(run, [level_file(level, "mask.safetensors") for level in chosen], "full-data training")
+    seed_list = [parse_recipe(run.recipe()).train.seed + i for i in range(seeds)]  # as Retrainer.seed
+    retrainer: Optional[Retrainer] = None  # built only when a level needs training
+    results = []
+    for level in chosen:
+        out = _result_path(run.path, level)
+        previous = _read_json(out)
+        if previous is not None and previous.get("seeds") == seed_list:
+            results.append(previous)
+            continue
+        retrainer = retrainer or Retrainer(run, start="rewind")
+        mask = TicketMask.load(run.level_dir(level) / "mask.safetensors", retrainer.unwrapped)
+        accuracy = []
+        for seed in seed_list:
+            retrainer.train(mask, retrainer.start_weights, seed, level, desc=f"level {level} on the full data, seed {seed}")
+            accuracy.append(retrainer.accuracy())
+        metrics = [run.level_metrics(i) for i in range(level + 1)]
+        result = {
+            "format_version": 1, "run": str(run.path), "level": level,
+            "weights_remaining_pct": metrics[level]["weights_remaining_pct"], "split": retrainer.split,
+            "start_step": retrainer.start_step, "total_steps": retrainer.schedule.total_steps, "seeds": seed_list,
+            "accuracy": accuracy, "mean": statistics.mean(accuracy),
+            "std": statistics.stdev(accuracy) if len(accuracy) > 1 else None,
+            "level_accuracy": metrics[level].get(f"{retrainer.split}_acc"),
+            "finding_steps": sum(m["optimizer_steps"] for m in metrics[:level]),
+            "training_steps": retrainer.schedule.total_steps - retrainer.start_step,
+        }
+        atomic_write_json(out, result)
+        results.append(result)
+    return results
+
+
+def full_data_markdown(results: list[dict]) -> str:
+    """A table: each level's accuracy as the run trained it and trained on the full data."""
+    split = results[0]["split"]
+    seeds = results[0]["seeds"]
+    lines = [
+        f"# Tickets of {results[0]['run']} trained on the full training split",
+        "",
+        f"Each level's mask with the rewind weights (step {results[0]['start_step']}), trained to the end on the whole training "
+        f"split with data-order seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}; {split} accuracy. Finding "
+        "steps: the optimizer steps of levels 0..L-1, which produced the mask.",
+        "",
+        f"| level | weights remaining % | {split} acc % as the run trained it | {split} acc % on the full data | finding steps |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        full = f"{100 * r['mean']:.2f}" + (f" ± {100 * r['std']:.2f}" if r["std"] is not None else "")
+        level_acc = "-" if r["level_accuracy"] is None else f"{100 * r['level_accuracy']:.2f}"
+        lines.append(f"| {r['level']} | {r['weights_remaining_pct']:.2f} | {level_acc} | {full} | {r['finding_steps']:,} |")
+    return "\n".join(lines) + "\n"
