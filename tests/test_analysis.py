@@ -291,3 +291,17 @@ def test_full_data_training_refuses_what_it_cannot_train(runs, tmp_path, capsys)
     shutil.copytree(runs / "ltr_seed0", cts)
     (cts / "recipe.yaml").write_text((cts / "recipe.yaml").read_text().replace("strategy: ltr", "strategy: cts"))
     assert "ticket.strategy 'cts'" in error(["retrain", str(cts)])
+
+
+def test_report_adds_the_tickets_trained_on_the_full_data(runs, tmp_path):
+    from prac_plugin.analysis.full_data import train_on_full_data
+
+    (trained,) = train_on_full_data(runs / "random_seed0", [1], seeds=2)
+    rows, text = write_comparison([str(runs / "ltr_seed0"), str(runs / "random_seed0")], str(tmp_path / "rep"))
+    row = next(r for r in rows if r["strategy"] == "ltr + random" and r["level"] == 1)
+    assert row["full_data_acc_mean"] == pytest.approx(sum(trained["accuracy"]) / 2)
+    assert row["full_data_acc_std"] == pytest.approx(abs(trained["accuracy"][0] - trained["accuracy"][1]) / math.sqrt(2))
+    assert row["full_data_steps_mean"] == trained["finding_steps"] + trained["training_steps"]
+    others = [r for r in rows if r is not row]
+    assert all(r["full_data_acc_mean"] is None for r in others if r["strategy"] == "ltr + random")  # level 0: no ticket
+    assert f"| ltr + random | 1 | {row['weights_remaining_pct']:.2f} | {100 * row['full_data_acc_mean']:.2f} ± " in text

@@ -21,13 +21,14 @@ from typing import Optional
 from ..io import atomic_write_json, atomic_write_text
 from ..report import pyplot, run_summary, save_figure
 from ..rundir import RESULT_AFFECTING_SECTIONS
+from .full_data import FOLDER as FULL_DATA_FOLDER
 from .runs import completed_run
 
 SEED_KEYS = (("train", "seed"), ("data_selection", "seed"), ("data_selection", "sizes_from"))
 INDEPENDENT_LEVELS = ("cts",)  # each level's ticket needs only level 0 and itself, not the levels between
 CSV_COLUMNS = [
     "strategy", "level", "weights_remaining_pct", "runs", "test_acc_mean", "test_acc_std", "val_acc_mean", "val_acc_std",
-    "cumulative_steps_mean", "cumulative_wall_time_s_mean",
+    "cumulative_steps_mean", "cumulative_wall_time_s_mean", "full_data_acc_mean", "full_data_acc_std", "full_data_steps_mean",
 ]
 
 @dataclass
@@ -104,12 +105,23 @@ def _mean_std(values: list) -> tuple[Optional[float], Optional[float]]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
+def _full_data(path: str, level: int) -> Optional[dict]:
+    """The level's ticket trained on the full data by `prac retrain`, if it was."""
+    try:
+        return json.loads((Path(path) / FULL_DATA_FOLDER / f"level_{level:02d}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def group_rows(group: Group) -> list[dict]:
-    """One row per level: means (and sample std) over the group's runs that completed the level."""
+    """One row per level: means (and sample std) over the group's runs that completed the level. Where every run
+    has the level's ticket trained on the full data (`prac retrain`), also that accuracy, over runs and seeds, and
+    its cost: the steps that found the mask plus the full-data training."""
     strategy = (group.key.get("ticket") or {}).get("strategy", "")
     rows = []
     for level in range(max(len(s["levels"]) for s in group.summaries)):
         runs = [s["levels"] for s in group.summaries if len(s["levels"]) > level]
+        full = [_full_data(p, level) for p, s in zip(group.paths, group.summaries) if len(s["levels"]) > level]
         needed = cost_levels(strategy, level)
         row = {"strategy": group.label, "level": level, "runs": len(runs),
                "weights_remaining_pct": statistics.mean(r[level]["weights_remaining_pct"] for r in runs)}
@@ -117,6 +129,9 @@ def group_rows(group: Group) -> list[dict]:
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r[level].get(key) for r in runs])
         row["cumulative_steps_mean"] = statistics.mean(sum(r[i]["optimizer_steps"] for i in needed) for r in runs)
         row["cumulative_wall_time_s_mean"] = statistics.mean(sum(r[i]["wall_time_s"] for i in needed) for r in runs)
+        complete = level > 0 and all(f is not None for f in full)
+        row["full_data_acc_mean"], row["full_data_acc_std"] = _mean_std([a for f in full for a in f["accuracy"]] if complete else [])
+        row["full_data_steps_mean"] = statistics.mean(f["finding_steps"] + f["training_steps"] for f in full) if complete else None
         rows.append(row)
     return rows
 
@@ -140,6 +155,15 @@ def comparison_markdown(groups: list[Group], rows: list[dict]) -> str:
     ]
     lines += [f"| {r['strategy']} | {r['level']} | {r['weights_remaining_pct']:.2f} | {r['runs']} | {_acc(r, 'test_acc')} | "
               f"{_acc(r, 'val_acc')} | {r['cumulative_steps_mean']:.0f} | {r['cumulative_wall_time_s_mean']:.1f} |" for r in rows]
+    full = [r for r in rows if r["full_data_acc_mean"] is not None]
+    if full:
+        lines += [
+            "", "Tickets trained on the full data (`prac retrain`: the level's mask and the rewind weights trained on the whole "
+            "training split to the end; mean ± std over runs and seeds; steps: the levels that found the mask plus that training):", "",
+            "| strategy | level | weights remaining % | ticket on the full data: acc % | optimizer steps |", "|---|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {r['strategy']} | {r['level']} | {r['weights_remaining_pct']:.2f} | {_acc(r, 'full_data_acc')} | "
+                  f"{r['full_data_steps_mean']:.0f} |" for r in full]
     lines += ["", "Runs:", ""] + [f"- {g.label}: {', '.join(g.paths)}" for g in groups]
     return "\n".join(lines) + "\n"
 
@@ -153,6 +177,12 @@ def plot_comparison(groups: list[Group], rows: list[dict], path: Path) -> None:
         err = [100 * (r["test_acc_std"] or 0.0) for r in mine]
         for ax, x in ((left, [r["weights_remaining_pct"] for r in mine]), (right, [r["cumulative_steps_mean"] for r in mine])):
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=group.label)
+        full = [r for r in mine if r["full_data_acc_mean"] is not None]
+        if full:  # the same tickets trained on the full data: dashed, at the cost of finding plus that training
+            y = [100 * r["full_data_acc_mean"] for r in full]
+            err = [100 * (r["full_data_acc_std"] or 0.0) for r in full]
+            for ax, x in ((left, [r["weights_remaining_pct"] for r in full]), (right, [r["full_data_steps_mean"] for r in full])):
+                ax.errorbar(x, y, yerr=err, marker="s", linestyle="--", capsize=3, label=f"{group.label}, ticket on the full data")
     left.set_xscale("log")
     left.invert_xaxis()
     left.set_xlabel("weights remaining (%)")
