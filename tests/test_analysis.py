@@ -302,6 +302,7 @@ def test_report_adds_the_tickets_trained_on_the_full_data(runs, tmp_path):
     assert row["full_data_acc_mean"] == pytest.approx(sum(trained["accuracy"]) / 2)
     assert row["full_data_acc_std"] == pytest.approx(abs(trained["accuracy"][0] - trained["accuracy"][1]) / math.sqrt(2))
     assert row["full_data_steps_mean"] == trained["finding_steps"] + trained["training_steps"]
+    assert row["full_data_wall_time_s_mean"] == trained["finding_wall_time_s"] + trained["training_wall_time_s"] > 0
     others = [r for r in rows if r is not row]
     assert all(r["full_data_acc_mean"] is None for r in others if r["strategy"] == "ltr + random")  # level 0: no ticket
     assert f"| ltr + random | 1 | {row['weights_remaining_pct']:.2f} | {100 * row['full_data_acc_mean']:.2f} ± " in text

@@ -29,6 +29,7 @@ INDEPENDENT_LEVELS = ("cts",)  # each level's ticket needs only level 0 and itse
 CSV_COLUMNS = [
     "strategy", "level", "weights_remaining_pct", "runs", "test_acc_mean", "test_acc_std", "val_acc_mean", "val_acc_std",
     "cumulative_steps_mean", "cumulative_wall_time_s_mean", "full_data_acc_mean", "full_data_acc_std", "full_data_steps_mean",
+    "full_data_wall_time_s_mean",
 ]
 
 @dataclass
@@ -132,6 +133,9 @@ def group_rows(group: Group) -> list[dict]:
         complete = level > 0 and all(f is not None for f in full)
         row["full_data_acc_mean"], row["full_data_acc_std"] = _mean_std([a for f in full for a in f["accuracy"]] if complete else [])
         row["full_data_steps_mean"] = statistics.mean(f["finding_steps"] + f["training_steps"] for f in full) if complete else None
+        timed = complete and all("training_wall_time_s" in f for f in full)  # files of older versions have no times
+        row["full_data_wall_time_s_mean"] = statistics.mean(
+            f["finding_wall_time_s"] + f["training_wall_time_s"] for f in full) if timed else None
         rows.append(row)
     return rows
 
@@ -159,11 +163,14 @@ def comparison_markdown(groups: list[Group], rows: list[dict]) -> str:
     if full:
         lines += [
             "", "Tickets trained on the full data (`prac retrain`: the level's mask and the rewind weights trained on the whole "
-            "training split to the end; mean ± std over runs and seeds; steps: the levels that found the mask plus that training):", "",
-            "| strategy | level | weights remaining % | ticket on the full data: acc % | optimizer steps |", "|---|---:|---:|---:|---:|",
+            "training split to the end; mean ± std over runs and seeds; steps and wall time: the levels that found the mask plus "
+            "that training):", "",
+            "| strategy | level | weights remaining % | ticket on the full data: acc % | optimizer steps | wall time s |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         lines += [f"| {r['strategy']} | {r['level']} | {r['weights_remaining_pct']:.2f} | {_acc(r, 'full_data_acc')} | "
-                  f"{r['full_data_steps_mean']:.0f} |" for r in full]
+                  f"{r['full_data_steps_mean']:.0f} | "
+                  + ("-" if r["full_data_wall_time_s_mean"] is None else f"{r['full_data_wall_time_s_mean']:.1f}") + " |" for r in full]
     lines += ["", "Runs:", ""] + [f"- {g.label}: {', '.join(g.paths)}" for g in groups]
     return "\n".join(lines) + "\n"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -70,9 +71,11 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
             continue
         retrainer = retrainer or Retrainer(run, start="rewind")
         mask = TicketMask.load(run.level_dir(level) / "mask.safetensors", retrainer.unwrapped)
-        accuracy = []
+        accuracy, seconds = [], []
         for seed in seed_list:
+            started = time.perf_counter()
             retrainer.train(mask, retrainer.start_weights, seed, level, desc=f"level {level} on the full data, seed {seed}")
+            seconds.append(time.perf_counter() - started)
             accuracy.append(retrainer.accuracy())
         metrics = [run.level_metrics(i) for i in range(level + 1)]
         result = {
@@ -84,6 +87,8 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
             "level_accuracy": metrics[level].get(f"{retrainer.split}_acc"),
             "finding_steps": sum(m["optimizer_steps"] for m in metrics[:level]),
             "training_steps": retrainer.schedule.total_steps - retrainer.start_step,
+            "finding_wall_time_s": sum(m["wall_time_s"] for m in metrics[:level]),
+            "training_wall_time_s": statistics.mean(seconds),  # per seed
         }
         atomic_write_json(out, result)
         results.append(result)
