@@ -183,13 +183,14 @@ def plot_comparison(groups: list[Group], rows: list[dict], path: Path) -> None:
         y = [100 * r["test_acc_mean"] for r in mine]
         err = [100 * (r["test_acc_std"] or 0.0) for r in mine]
         for ax, x in ((left, [r["weights_remaining_pct"] for r in mine]), (right, [r["cumulative_steps_mean"] for r in mine])):
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=group.label)
+            color = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=group.label)[0].get_color()
         full = [r for r in mine if r["full_data_acc_mean"] is not None]
         if full:  # the same tickets trained on the full data: dashed, at the cost of finding plus that training
             y = [100 * r["full_data_acc_mean"] for r in full]
             err = [100 * (r["full_data_acc_std"] or 0.0) for r in full]
             for ax, x in ((left, [r["weights_remaining_pct"] for r in full]), (right, [r["full_data_steps_mean"] for r in full])):
-                ax.errorbar(x, y, yerr=err, marker="s", linestyle="--", capsize=3, label=f"{group.label}, ticket on the full data")
+                ax.errorbar(x, y, yerr=err, marker="s", linestyle="--", capsize=3, color=color,
+                            label=f"{group.label}, ticket on the full data")
     left.set_xscale("log")
     left.invert_xaxis()
     left.set_xlabel("weights remaining (%)")
