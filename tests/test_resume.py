@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +39,10 @@ def prac_run(recipe_path: Path, out: Path, **kwargs) -> subprocess.Popen:
 def level_checkpoints(out: Path, level: int) -> list[Path]:
     folder = out / "checkpoints"
     return sorted(folder.glob(f"level_{level:02d}-step_*")) if folder.is_dir() else []
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("step_")[1])
 
 
 def kill_inside_level(recipe_path: Path, out: Path, level: int, checkpoints_wanted: int) -> None:
@@ -92,7 +95,7 @@ def test_sigkill_inside_a_level_then_rerun_gives_the_uninterrupted_result(refere
     out = tmp_path / "run"
     kill_inside_level(recipe_path, out, level=1, checkpoints_wanted=1)
     newest = level_checkpoints(out, 1)[-1]
-    step = int(newest.name.split("step_")[1])
+    step = checkpoint_step(newest)
     log = finish(recipe_path, out)
     assert f"Resuming level 1 at step {step}" in log
     assert_same_run(expected, out, levels=2)
@@ -107,7 +110,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(reference, tmp_path
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a disk that filled up
     log = finish(recipe_path, out)
     assert f"checkpoint {newest.name} is unreadable" in log and "falling back" in log
-    assert f"Resuming level 1 at step {int(older.name.split('step_')[1])}" in log
+    assert f"Resuming level 1 at step {checkpoint_step(older)}" in log
     assert_same_run(expected, out, levels=2)
 
 

@@ -21,7 +21,7 @@ from typing import Optional
 from ..io import atomic_write_json, atomic_write_text
 from ..report import pyplot, run_summary, save_figure
 from ..rundir import RESULT_AFFECTING_SECTIONS
-from .full_data import FOLDER as FULL_DATA_FOLDER
+from .full_data import read_result as full_data_result
 from .runs import completed_run
 
 SEED_KEYS = (("train", "seed"), ("data_selection", "seed"), ("data_selection", "sizes_from"))
@@ -106,14 +106,6 @@ def _mean_std(values: list) -> tuple[Optional[float], Optional[float]]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def _full_data(path: str, level: int) -> Optional[dict]:
-    """The level's ticket trained on the full data by `prac retrain`, if it was."""
-    try:
-        return json.loads((Path(path) / FULL_DATA_FOLDER / f"level_{level:02d}.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def group_rows(group: Group) -> list[dict]:
     """One row per level: means (and sample std) over the group's runs that completed the level. Where every run
     has the level's ticket trained on the full data (`prac retrain`), also that accuracy, over runs and seeds, and
@@ -122,7 +114,7 @@ def group_rows(group: Group) -> list[dict]:
     rows = []
     for level in range(max(len(s["levels"]) for s in group.summaries)):
         runs = [s["levels"] for s in group.summaries if len(s["levels"]) > level]
-        full = [_full_data(p, level) for p, s in zip(group.paths, group.summaries) if len(s["levels"]) > level]
+        full = [full_data_result(p, level) for p, s in zip(group.paths, group.summaries) if len(s["levels"]) > level]
         needed = cost_levels(strategy, level)
         row = {"strategy": group.label, "level": level, "runs": len(runs),
                "weights_remaining_pct": statistics.mean(r[level]["weights_remaining_pct"] for r in runs)}

@@ -30,15 +30,16 @@ FOLDER = "full_data"
 MASK_STRATEGIES = ("ltr",)  # masks pruned level after level from the rewind point (CTS levels train on their own)
 
 
-def _result_path(run_path: Path, level: int) -> Path:
-    return run_path / FOLDER / f"level_{level:02d}.json"
+def result_path(run_path: str | Path, level: int) -> Path:
+    return Path(run_path) / FOLDER / f"level_{level:02d}.json"
 
 
-def _read_json(path: Path) -> Optional[dict]:
+def read_result(run_path: str | Path, level: int) -> Optional[dict]:
+    """The level's ticket trained on the full data, or None if it was not (or the file is damaged)."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(result_path(run_path, level).read_text())
     except (OSError, ValueError):
-        return None  # absent or damaged: train it (again)
+        return None
 
 
 def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None, seeds: int = 1) -> list[dict]:
@@ -47,7 +48,8 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
     if seeds < 1:
         raise PracError(f"--seeds {seeds} must be at least 1")
     run, completed = completed_run(path)
-    strategy = run.recipe().get("ticket", {}).get("strategy", "ltr")
+    recipe = run.recipe()
+    strategy = recipe.get("ticket", {}).get("strategy", "ltr")
     if strategy not in MASK_STRATEGIES:
         raise PracError(f"run {str(path)!r} used ticket.strategy {strategy!r}; full-data training applies to the masks of "
                         "ticket.strategy ltr runs, found level after level (typically on a PrAC or random subset)")
@@ -60,12 +62,12 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
         if level not in completed:
             raise PracError(f"level {level} of {str(path)!r} is not complete (completed levels: 0..{completed[-1]})")
     require_files(run, [level_file(level, "mask.safetensors") for level in chosen], "full-data training")
-    seed_list = [parse_recipe(run.recipe()).train.seed + i for i in range(seeds)]  # as Retrainer.seed
+    seed_list = [parse_recipe(recipe).train.seed + i for i in range(seeds)]  # as Retrainer.seed
+    metrics = [run.level_metrics(level) for level in range(max(chosen) + 1)]
     retrainer: Optional[Retrainer] = None  # built only when a level needs training
     results = []
     for level in chosen:
-        out = _result_path(run.path, level)
-        previous = _read_json(out)
+        previous = read_result(run.path, level)  # absent or damaged: train it (again)
         if previous is not None and previous.get("seeds") == seed_list:
             results.append(previous)
             continue
@@ -77,7 +79,6 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
             retrainer.train(mask, retrainer.start_weights, seed, level, desc=f"level {level} on the full data, seed {seed}")
             seconds.append(time.perf_counter() - started)
             accuracy.append(retrainer.accuracy())
-        metrics = [run.level_metrics(i) for i in range(level + 1)]
         result = {
             "format_version": 1, "run": str(run.path), "level": level,
             "weights_remaining_pct": metrics[level]["weights_remaining_pct"], "split": retrainer.split,
@@ -90,7 +91,7 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
             "finding_wall_time_s": sum(m["wall_time_s"] for m in metrics[:level]),
             "training_wall_time_s": statistics.mean(seconds),  # per seed
         }
-        atomic_write_json(out, result)
+        atomic_write_json(result_path(run.path, level), result)
         results.append(result)
     return results
 
