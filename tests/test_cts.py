@@ -10,6 +10,7 @@ import prac_plugin
 from prac_plugin import PracError, TicketMask
 from prac_plugin.masks import prunable_parameter_names
 from prac_plugin.search import ConcreteSearchConfig, GradBalance, Lagrangian, concrete_ticket_search, divergence
+from prac_plugin.search.concrete import concrete_gate_, gate_backward_
 
 from conftest import quick_recipe
 
@@ -23,6 +24,26 @@ def test_reverse_and_forward_kl_are_taken_in_the_right_order():
     assert divergence(sparse, dense, "forward_kl").item() == pytest.approx(kl_qp, rel=1e-5)
     assert divergence(sparse, dense, "cross_entropy", torch.tensor([1])).item() == pytest.approx(-math.log(0.1), rel=1e-5)
     assert divergence(dense, dense, "reverse_kl").item() == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("form, open_probability", [("paper", lambda t, T: torch.sigmoid(t)), ("reference_code", lambda t, T: torch.sigmoid(T * t))])
+def test_concrete_gate_forms_and_their_chain_rule_slope(form, open_probability):
+    T = 2.0 / 3.0
+    u = torch.tensor([0.2, 0.5, 0.9])
+    theta = torch.tensor([-1.0, 0.5, 2.0], requires_grad=True)
+    noise = torch.log(u) - torch.log1p(-u)
+    expected = torch.sigmoid((theta + noise) / T) if form == "paper" else torch.sigmoid(theta + noise / T)
+    soft = concrete_gate_(u.clone(), theta, T, form)
+    assert torch.allclose(soft, expected, atol=1e-6)
+    # the search applies the gate's derivative by hand; it must equal autograd's
+    upstream = torch.tensor([0.3, -1.0, 2.0])
+    (grad,) = torch.autograd.grad(soft, theta, upstream)
+    assert torch.allclose(gate_backward_(upstream.clone(), soft.detach().clone(), T, form), grad, atol=1e-6)
+    # how often a gate is open (above 1/2) for logit(0.05): 5% in the paper's form, more in the reference code's
+    logit = torch.full((200_000,), math.log(0.05 / 0.95))
+    draws = torch.rand(200_000, generator=torch.Generator().manual_seed(0))
+    opened = (concrete_gate_(draws, logit, T, form) > 0.5).float().mean()
+    assert opened.item() == pytest.approx(open_probability(logit[0], T).item(), abs=0.002)
 
 
 def test_gradbalance_penalty_only_while_too_dense():
@@ -141,6 +162,7 @@ def test_search_is_deterministic_and_ties_break_by_index(tiny_net):
         ({"objective": "js"}, "ticket.objective = 'js' is not allowed; choose one of 'reverse_kl', 'forward_kl', 'cross_entropy'"),
         ({"sparsity_control": "l0"}, "ticket.sparsity_control = 'l0' is not allowed; choose one of 'gradbalance', 'lagrangian'"),
         ({"dual_lr": 0.0}, "CTS dual_lr = 0.0 must be positive"),
+        ({"concrete_form": "hard"}, "ticket.concrete_form = 'hard' is not allowed; choose one of 'paper', 'reference_code'"),
     ],
 )
 def test_cts_bad_options(ticket, message):

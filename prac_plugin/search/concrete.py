@@ -4,7 +4,8 @@ One logit per prunable weight; every forward draws logistic noise and uses the s
 sigmoid((logit + noise) / temperature) on frozen weights (eval mode, un-augmented inputs). The loss is a
 divergence between the sparse and the dense network's outputs (reverse KL by default, scaled by 100), and
 GradBalance adds the gradient of a density penalty, weighted so the expected density stays on target
-(optionally a Lagrangian multiplier updated by dual ascent instead).
+(optionally a Lagrangian multiplier updated by dual ascent instead). ``concrete_form: reference_code`` uses
+the gate of the authors' released code instead, sigmoid(logit + noise / temperature).
 The ticket keeps exactly the top round(density * d) logits.
 
 Memory: the masked weights are formed per layer inside ``torch.func.functional_call``; besides the
@@ -39,6 +40,30 @@ def divergence(sparse_logits: torch.Tensor, dense_logits: torch.Tensor, objectiv
     if objective == "cross_entropy":
         return F.nll_loss(log_sparse, labels)
     raise PracError(f"unknown CTS objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
+CONCRETE_FORMS = ("paper", "reference_code")
+
+
+def concrete_gate_(noise: torch.Tensor, logits: torch.Tensor, temperature: float, form: str = "paper") -> torch.Tensor:
+    """Turn uniform draws ``noise`` (in place, to save a copy of the weights) into the soft mask.
+
+    ``paper``: sigmoid((logit + L) / T) with L = log u - log(1 - u), so a gate is above 1/2 with probability
+    sigmoid(logit), the density GradBalance controls. ``reference_code``: sigmoid(logit + L / T), the authors'
+    released code (its logits are scaled by T before the division); there a gate is above 1/2 with probability
+    sigmoid(T * logit), denser than the controlled sigmoid(logit) for sparse targets.
+    """
+    noise.clamp_(1e-6, 1 - 1e-6).logit_()
+    if form == "paper":
+        return noise.add_(logits).div_(temperature).sigmoid_()
+    return noise.div_(temperature).add_(logits).sigmoid_()
+
+
+def gate_backward_(grad: torch.Tensor, soft: torch.Tensor, temperature: float, form: str = "paper") -> torch.Tensor:
+    """Chain rule through the gate by hand, in ``grad``'s memory (``soft`` is consumed):
+    d soft / d logit = soft (1 - soft) / T in the ``paper`` form, soft (1 - soft) in ``reference_code``."""
+    grad.mul_(soft).mul_(soft.neg_().add_(1.0))
+    return grad.div_(temperature) if form == "paper" else grad
 
 
 class GradBalance:
@@ -115,6 +140,7 @@ class ConcreteSearchConfig:
     lambda_momentum: float = 0.99
     sparsity_control: str = "gradbalance"
     dual_lr: float = 0.01  # lagrangian only
+    concrete_form: str = "paper"
     seed: int = 0
 
     def __post_init__(self):
@@ -126,6 +152,8 @@ class ConcreteSearchConfig:
             raise PracError(f"CTS search needs at least one step (got {self.steps})")
         if self.sparsity_control not in SPARSITY_CONTROLS:
             raise PracError(f"unknown CTS sparsity control {self.sparsity_control!r}; choose one of {', '.join(SPARSITY_CONTROLS)}")
+        if self.concrete_form not in CONCRETE_FORMS:
+            raise PracError(f"unknown CTS concrete_form {self.concrete_form!r}; choose one of {', '.join(CONCRETE_FORMS)}")
         if self.dual_lr <= 0:
             raise PracError(f"CTS dual_lr = {self.dual_lr!r} must be positive")
 
@@ -191,18 +219,15 @@ def concrete_ticket_search(
                     temperature = cfg.temperature * (cfg.final_temperature / cfg.temperature) ** (step / max(1, cfg.steps - 1))
                 with torch.no_grad():
                     dense_logits = model(images)
-                    # soft mask in place: sigmoid((logit + logistic noise) / temperature), noise = logit(u)
-                    soft = torch.rand(total, device=device, generator=generator).clamp_(1e-6, 1 - 1e-6)
-                    soft.logit_().add_(logits).div_(temperature).sigmoid_()
+                    soft = concrete_gate_(torch.rand(total, device=device, generator=generator), logits, temperature, cfg.concrete_form)
                 soft.requires_grad_(True)
                 masked = {n: w * m.view_as(w) for n, w, m in zip(names, weights, soft.split(sizes))}
                 sparse_logits = functional_call(model, masked, (images,))
                 loss = cfg.loss_scale * divergence(sparse_logits, dense_logits, cfg.objective, labels)
                 (task_grad,) = torch.autograd.grad(loss, soft)
                 del masked, sparse_logits
-                with torch.no_grad():  # chain rule through the sigmoid by hand: d soft / d logit = s (1 - s) / T
-                    soft = soft.detach()
-                    task_grad.mul_(soft).mul_(soft.neg_().add_(1.0)).div_(temperature)
+                with torch.no_grad():
+                    gate_backward_(task_grad, soft.detach(), temperature, cfg.concrete_form)
                     del soft
                 logits.grad = balance.combine(logits.detach(), reduce_grad(task_grad))
                 optimizer.step()

@@ -37,6 +37,7 @@ class CTSOptions(StrategyOptions):
     target_factor: float = 1.1
     sparsity_control: Literal["gradbalance", "lagrangian"] = "gradbalance"
     dual_lr: float = 0.01
+    concrete_form: Literal["paper", "reference_code"] = "paper"
 
     def __post_init__(self):
         if not self.densities:
@@ -46,7 +47,7 @@ class CTSOptions(StrategyOptions):
             raise PracError(f"ticket.densities entry {bad[0]!r} is outside (0, 1)")
         if self.search_steps is None and self.search_epochs <= 0:
             raise PracError("ticket.search_epochs must be positive (or set ticket.search_steps)")
-        ConcreteSearchConfig(self.densities[0], 1, objective=self.objective, dual_lr=self.dual_lr)  # validates them
+        ConcreteSearchConfig(self.densities[0], 1, objective=self.objective, dual_lr=self.dual_lr, concrete_form=self.concrete_form)  # validates them
 
 
 @register
@@ -82,7 +83,7 @@ class ConcreteTicketSearch(LotteryTicketRewinding):
         cfg = ConcreteSearchConfig(
             density, steps, lr=opts.lr, decay_at=opts.decay_at, temperature=opts.temperature, final_temperature=opts.final_temperature,
             objective=opts.objective, loss_scale=opts.loss_scale, target_factor=opts.target_factor,
-            sparsity_control=opts.sparsity_control, dual_lr=opts.dual_lr, seed=run.recipe.train.seed + level,
+            sparsity_control=opts.sparsity_control, dual_lr=opts.dual_lr, concrete_form=opts.concrete_form, seed=run.recipe.train.seed + level,
         )
         accelerator = run.accelerator
         reduce = (lambda g: accelerator.reduce(g, "mean")) if accelerator.num_processes > 1 else (lambda g: g)
