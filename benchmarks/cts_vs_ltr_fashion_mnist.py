@@ -27,27 +27,22 @@ SCHEDULE = ["train.epochs=20", "train.momentum=0.9", "train.lr=0.05", "train.sch
 LEVELS = (19, 22, 24)
 
 
-def run(folder: Path, overrides: list[str], ticket: dict) -> list[dict]:
-    raw = apply_overrides(load_recipe_dict(ROOT / "recipes" / "fashion_mnist_lenet_ltr.yaml"), SCHEDULE + overrides)
+def run(folder: Path, recipe: Path, overrides: list[str], ticket: dict) -> list[dict]:
+    raw = apply_overrides(load_recipe_dict(recipe), overrides)
     raw["ticket"] = ticket
     run_recipe(parse_recipe(raw), str(folder), log=lambda *_: None)
     return json.loads((folder / "summary.json").read_text())["levels"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--output", type=Path, default=Path("runs/bench_cts_fmnist"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rewind", default="1ep", help="rewind point of both methods (CTS searches there), e.g. 3ep")
-    parser.add_argument("--search-epochs", type=float, default=20.0, help="CTS search length in epochs at batch 512")
-    args = parser.parse_args()
-    seed = [f"train.seed={args.seed}"]
-    ltr = run(args.output / f"ltr_seed{args.seed}", seed,
-              {"strategy": "ltr", "levels": max(LEVELS), "fraction": 0.2, "ignore": ["fc"], "rewind": args.rewind})
+def compare(recipe: Path, overrides: list[str], ignore: list[str], output: Path, seed: int, rewind: str, search_epochs: float) -> None:
+    """Run (or reuse) LTR to the deepest of LEVELS and CTS at LTR's densities there; print the table."""
+    overrides = overrides + [f"train.seed={seed}"]
+    ltr = run(output / f"ltr_seed{seed}", recipe, overrides,
+              {"strategy": "ltr", "levels": max(LEVELS), "fraction": 0.2, "ignore": ignore, "rewind": rewind})
     densities = [ltr[level]["remaining_weights"] / ltr[level]["prunable_weights"] for level in LEVELS]
-    cts_folder = f"cts_seed{args.seed}" + ("" if args.search_epochs == 20 else f"_search{args.search_epochs:g}ep")
-    cts = run(args.output / cts_folder, seed,
-              {"strategy": "cts", "densities": densities, "ignore": ["fc"], "rewind": args.rewind, "search_epochs": args.search_epochs, "search_batch_size": 512})
+    cts_folder = f"cts_seed{seed}" + ("" if search_epochs == 20 else f"_search{search_epochs:g}ep")
+    cts = run(output / cts_folder, recipe, overrides,
+              {"strategy": "cts", "densities": densities, "ignore": ignore, "rewind": rewind, "search_epochs": search_epochs, "search_batch_size": 512})
     print(f"dense (level 0): test acc {100 * ltr[0]['test_acc']:.2f}%")
     print("| sparsity % | LTR acc % | CTS acc % | LTR steps | CTS train steps | CTS search steps (batch 512) | LTR wall s | CTS wall s | CTS / LTR wall |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -59,6 +54,16 @@ def main() -> None:
         c_wall = cts[0]["wall_time_s"] + ticket["wall_time_s"]  # the ticket's level includes its search
         print(f"| {ltr[level]['sparsity_pct']:.2f} | {100 * ltr[level]['test_acc']:.2f} | {100 * ticket['test_acc']:.2f} | {l_steps} | {c_steps} | "
               f"{ticket['cts_search_steps']} | {l_wall:.0f} | {c_wall:.0f} | {c_wall / l_wall:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output", type=Path, default=Path("runs/bench_cts_fmnist"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rewind", default="1ep", help="rewind point of both methods (CTS searches there), e.g. 3ep")
+    parser.add_argument("--search-epochs", type=float, default=20.0, help="CTS search length in epochs at batch 512")
+    args = parser.parse_args()
+    compare(ROOT / "recipes" / "fashion_mnist_lenet_ltr.yaml", SCHEDULE, ["fc"], args.output, args.seed, args.rewind, args.search_epochs)
 
 
 if __name__ == "__main__":
