@@ -14,18 +14,11 @@ accuracies between methods, not with published absolute numbers.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from cts_vs_ltr_fashion_mnist import ROOT, compare
+from cts_vs_ltr_fashion_mnist import ROOT, arguments, compare
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--output", type=Path, default=Path("runs/bench_cts_cifar10"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rewind", default="9ep", help="rewind point of both methods (the paper: epoch 9 of 160)")
-    parser.add_argument("--search-epochs", type=float, default=20.0, help="CTS search length in epochs at batch 512")
+    parser = arguments("runs/bench_cts_cifar10", "9ep")  # the paper rewinds ResNet-20 to epoch 9 of 160
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides, as prac run --set")
     args = parser.parse_args()
     compare(ROOT / "recipes" / "cifar10_resnet20_ltr.yaml", args.set + ["run.tracker=none"], [], args.output, args.seed, args.rewind, args.search_epochs)

@@ -56,13 +56,18 @@ def compare(recipe: Path, overrides: list[str], ignore: list[str], output: Path,
               f"{ticket['cts_search_steps']} | {l_wall:.0f} | {c_wall:.0f} | {c_wall / l_wall:.3f} |")
 
 
-def main() -> None:
+def arguments(output: str, rewind: str) -> argparse.ArgumentParser:
+    """The options both CTS-vs-LTR benchmarks take."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--output", type=Path, default=Path("runs/bench_cts_fmnist"))
+    parser.add_argument("--output", type=Path, default=Path(output))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rewind", default="1ep", help="rewind point of both methods (CTS searches there), e.g. 3ep")
+    parser.add_argument("--rewind", default=rewind, help="rewind point of both methods (CTS searches there)")
     parser.add_argument("--search-epochs", type=float, default=20.0, help="CTS search length in epochs at batch 512")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments("runs/bench_cts_fmnist", "1ep").parse_args()
     compare(ROOT / "recipes" / "fashion_mnist_lenet_ltr.yaml", SCHEDULE, ["fc"], args.output, args.seed, args.rewind, args.search_epochs)
 
 
