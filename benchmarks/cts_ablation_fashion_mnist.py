@@ -22,6 +22,7 @@ import yaml
 
 from prac_plugin.pipeline import run_recipe
 from prac_plugin.recipes import parse_recipe
+from prac_plugin.rundir import RunDirectory
 
 VARIANTS = {  # name -> (what changes, CTS options)
     "baseline": ("paper's defaults: reverse KL, T = 2/3, GradBalance 1.1x, 20 search epochs, at the rewind point", {}),
@@ -42,10 +43,9 @@ def run_variant(source: Path, folder: Path, density: float, seeds: int, options:
     raw["ticket"].update({"densities": [density] * seeds, **options})
     recipe = parse_recipe(raw)
     if not folder.exists():  # the dense level 0 and rewind point are the source run's, copied once
-        folder.mkdir(parents=True)
+        RunDirectory.open(folder, recipe.to_dict()).create()
         for name in DENSE_FILES:
             (shutil.copytree if (source / "cts_seed0" / name).is_dir() else shutil.copy2)(source / "cts_seed0" / name, folder / name)
-        (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     run_recipe(recipe, str(folder), log=lambda *_: None)
     return json.loads((folder / "summary.json").read_text())["levels"]
 
