@@ -37,8 +37,11 @@ def prac_run(recipe_path: Path, out: Path, **kwargs) -> subprocess.Popen:
 
 
 def level_checkpoints(out: Path, level: int) -> list[Path]:
-    folder = out / "checkpoints"
-    return sorted(folder.glob(f"level_{level:02d}-step_*")) if folder.is_dir() else []
+    # the run removes checkpoints/ whenever a level completes, so it can vanish between any two looks at it
+    try:
+        return sorted((out / "checkpoints").glob(f"level_{level:02d}-step_*"))
+    except FileNotFoundError:
+        return []
 
 
 def checkpoint_step(checkpoint: Path) -> int:
