@@ -10,23 +10,21 @@ no augmentation); the next round trains only on it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
 
-from .. import __version__
 from ..errors import PracError
 from ..io import atomic_save_safetensors, load_safetensors
 from ..selection.disagreement import predictions
 from ..selection.early_bird import EarlyBird
 from ..selection.forgetting import ForgettingTracker, max_over_processes
-from ..selection.index_file import SUFFIX, PracIndex, dataset_signature
+from ..selection.index_file import PracIndex, dataset_signature
+from ..selection.prac_set import FINAL_SET, SUFFIX, critical_set, set_index, set_metadata
 from .base import DataSelectionStrategy, StrategyOptions
 from .registry import register
 
-FINAL_SET = "prac_set" + SUFFIX
 
 
 def round_file(level: int) -> str:
@@ -55,41 +53,6 @@ class PracOptions(StrategyOptions):
 def _set_positions(run, level: int) -> torch.Tensor:
     index = PracIndex.load(run.run_dir.path / round_file(level))
     return index.positions_in(run.data.train.row_ids, f"round {level} set")
-
-
-def weight_density(model: torch.nn.Module) -> float:
-    """Fraction of nonzero entries over the model's weight matrices and kernels (biases and norms excluded)."""
-    weights = [p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
-    total = sum(p.numel() for p in weights)
-    return sum(int((p != 0).sum()) for p in weights) / total if total else 1.0
-
-
-def set_metadata(signature: dict[str, str], model_name: str, model: torch.nn.Module, criteria: str, threshold: int,
-                 class_names: list[str], created_by: str, **extra) -> dict[str, str]:
-    """Index-file metadata of a PrAC set: the dataset's signature and how and with what the set was chosen."""
-    return {
-        **signature, **{k: str(v) for k, v in extra.items()},
-        "model": model_name,
-        "criteria": criteria,
-        "forgetting_threshold": str(threshold),
-        "class_names": json.dumps(class_names),
-        "package_version": __version__,
-        "created_by": created_by,
-        "weight_density": f"{weight_density(model):.6f}",
-    }
-
-
-def set_index(tracker: ForgettingTracker, positions: torch.Tensor, row_ids: torch.Tensor, labels: torch.Tensor,
-              cet: torch.Tensor, cep: torch.Tensor, metadata: dict[str, str]) -> PracIndex:
-    """The set at ``positions`` of a split (source rows ``row_ids``), with its per-row statistics."""
-    statistics = {
-        "labels": labels[positions],
-        "forgetting": tracker.forgetting_scores().cpu()[positions],
-        "never_learned": tracker.never_learned.cpu()[positions],
-        "cet": cet[positions],
-        "prune_disagreement": cep[positions],
-    }
-    return PracIndex(row_ids[positions], metadata, statistics)
 
 
 @register
@@ -150,7 +113,7 @@ class PracSelection(DataSelectionStrategy):
         else:
             dense = load_safetensors(dense_file, what="dense predictions")["predictions"]
             cep = current != dense
-            chosen = {"both": cet | cep, "cet": cet, "cep": cep}[opts.criteria]
+            chosen = critical_set(cet, cep, opts.criteria)
         positions = chosen.nonzero().squeeze(1)
         if positions.numel() == 0:
             raise PracError(
