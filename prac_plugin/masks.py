@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -95,11 +95,22 @@ class TicketMask:
 
     def prune_magnitude(self, model: nn.Module, fraction: float, scope: str = "global") -> "TicketMask":
         """A new mask removing ``fraction`` of the *remaining* weights with the smallest magnitude."""
+        self.check_model(model)
+        return self.prune_weights(dict(model.named_parameters()), fraction, scope)
+
+    def prune_weights(self, weights: Mapping[str, torch.Tensor], fraction: float, scope: str = "global") -> "TicketMask":
+        """`prune_magnitude` on a name -> tensor mapping (a saved state dict): pruning as a pure function of
+        the weights and this mask."""
         if scope not in SCOPES:
             raise PracError(f"prune scope {scope!r} is not one of {', '.join(SCOPES)}")
-        self.check_model(model)
-        params = dict(model.named_parameters())
-        scores = {n: params[n].detach().abs().float().cpu().flatten()[m.flatten()] for n, m in self.masks.items()}
+        for name, mask in self.masks.items():
+            if name not in weights:
+                raise PracError(f"mask entry {name!r} has no weight of that name")
+            if tuple(weights[name].shape) != tuple(mask.shape):
+                raise PracError(f"mask entry {name!r} has shape {tuple(mask.shape)}, the weight has {tuple(weights[name].shape)}")
+            if not bool(torch.isfinite(weights[name].detach()).all()):
+                raise PracError(f"weight {name!r} holds NaN or infinite values (a diverged run): its magnitudes cannot rank weights")
+        scores = {n: weights[n].detach().abs().float().cpu().flatten()[m.flatten()] for n, m in self.masks.items()}
         if scope == "global":
             pool = torch.cat(list(scores.values()))
             flags = keep_largest(pool, pool.numel() - count_to_prune(fraction, pool.numel()))
