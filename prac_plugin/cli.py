@@ -58,7 +58,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     from .pipeline import default_output_dir, run_recipe
     from .recipes import apply_overrides, load_recipe_dict, parse_recipe
     from .selection.index_file import PracIndex
-    from .strategies.prac import FINAL_SET
+    from .selection.prac_set import FINAL_SET
 
     raw = apply_overrides(load_recipe_dict(args.recipe), args.set)
     recipe = parse_recipe(raw)
@@ -73,6 +73,23 @@ def _cmd_select(args: argparse.Namespace) -> int:
     path = f"{output}/{FINAL_SET}"
     print(f"PrAC index file: {path}")
     _print_description(PracIndex.load(path))
+    return 0
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from .pruning import prune_file
+
+    previous, pruned = prune_file(args.weights, args.output, args.fraction, args.scope, args.mask, args.model,
+                                  args.num_classes, args.in_chans, args.include, args.ignore)
+    print(f"{pruned.num_remaining:,} of {pruned.num_total:,} prunable weights remain ({100 * pruned.density:.2f}%; "
+          f"{100 * previous.density:.2f}% before), in {len(pruned.masks)} tensors: {args.output}")
+    return 0
+
+
+def _cmd_timm_patch(args: argparse.Namespace) -> int:
+    from .integrations.timm import PATCHES
+
+    print(PATCHES[args.script].read_text(), end="")
     return 0
 
 
@@ -158,6 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("a")
     comp.add_argument("b")
     comp.set_defaults(func=_cmd_index)
+
+    prune = commands.add_parser("prune", help="the next level's mask: remove a fraction of the remaining weights of trained "
+                                "weights by magnitude (as prac run's ltr)")
+    prune.add_argument("weights", metavar="WEIGHTS", help="trained weights: .safetensors (the timm hook's weights.safetensors) or a timm checkpoint")
+    prune.add_argument("--mask", help="the mask the weights were trained with (its prunable set is kept)")
+    prune.add_argument("--model", help="first level, no --mask: the timm model name, to find the Conv/Linear weights")
+    prune.add_argument("--num-classes", type=int, help="with --model: classes the model was trained with")
+    prune.add_argument("--in-chans", type=int, help="with --model: input channels the model was trained with")
+    prune.add_argument("--fraction", type=float, default=0.2, help="of the remaining weights (default 0.2)")
+    prune.add_argument("--scope", choices=("global", "layer"), default="global", help="one pool or per tensor (default global)")
+    prune.add_argument("--include", nargs="+", default=[], metavar="PATTERN", help="with --model: prune only these (globs)")
+    prune.add_argument("--ignore", nargs="+", default=[], metavar="PATTERN", help="with --model: never prune these (globs), e.g. fc")
+    prune.add_argument("--output", "-o", required=True, help="the new mask file (must not exist)")
+    prune.set_defaults(func=_cmd_prune)
+
+    patch = commands.add_parser("timm-patch", help="print the lines to add to timm's train.py, as a patch: prac timm-patch | patch train.py")
+    patch.add_argument("--script", choices=("current", "v1.0.22"), default="current",
+                       help="current: the task-based train.py of timm 1.0.23 and later (default); v1.0.22: the earlier loop")
+    patch.set_defaults(func=_cmd_timm_patch)
 
     export = commands.add_parser("export", help="write a structured ticket as a compact timm model (weights, pruning history, MACs, latency)")
     export.add_argument("run_dir", metavar="RUN_DIR", help="run directory of a ticket.strategy: structured run")

@@ -70,6 +70,15 @@ def load_safetensors(path: str | Path, what: str = "tensor file") -> dict[str, t
         raise PracError(f"{what} {str(path)!r} is corrupt or truncated ({exc})") from None
 
 
+def load_safetensors_and_metadata(path: str | Path, what: str = "tensor file") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """`load_safetensors` plus the file's string metadata."""
+    tensors = load_safetensors(path, what)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return tensors, dict(handle.metadata() or {})
+
+
 def state_to_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of a module's state_dict (weights and buffers such as BN statistics)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}

@@ -7,6 +7,7 @@ Named after timm, this module never imports timm itself; imports inside the pack
 from __future__ import annotations
 
 from prac_plugin.integrations.timm import (
+    STATE_FILE,
     STATISTICS_FILE,
     SampleIdDataset,
     TimmHook,
@@ -14,4 +15,4 @@ from prac_plugin.integrations.timm import (
     hook,
 )
 
-__all__ = ["STATISTICS_FILE", "SampleIdDataset", "TimmHook", "add_args", "hook"]
+__all__ = ["STATE_FILE", "STATISTICS_FILE", "SampleIdDataset", "TimmHook", "add_args", "hook"]

@@ -16,13 +16,14 @@ slicing only (no host synchronization) and gives the hard labels correctness is 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import datasets
 import torch
-from timm.data import FastCollateMixup, Mixup
+from timm.data import AugMixDataset, FastCollateMixup, Mixup, create_transform
 from timm.data.readers.reader_hfds import ReaderHfds
 from timm.data.readers.reader_image_folder import ReaderImageFolder
 
@@ -147,3 +148,50 @@ def carry_ids(mixup: Mixup | None) -> Mixup | None:
     twin = twin_class.__new__(twin_class)
     twin.__dict__.update(mixup.__dict__)
     return twin
+
+
+def eval_view(dataset: Any, data_config: dict) -> Any:
+    """The training split as evaluation sees it: a shallow copy of the dataset with timm's eval transform
+    (resize, center crop, normalize) for the model's data config; no augmentation, every row once."""
+    base = dataset.dataset if isinstance(dataset, AugMixDataset) else dataset
+    view = copy.copy(base)
+    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    view.transform = create_transform(**{k: data_config[k] for k in keys if k in data_config}, is_training=False)
+    return view
+
+
+@torch.no_grad()
+def eval_predictions(models: Sequence[torch.nn.Module], dataset: Any, data_config: dict, batch_size: int,
+                     workers: int = 0) -> list[torch.Tensor]:
+    """Eval-mode argmax predictions of each model for every row of a timm training dataset, un-augmented.
+
+    With several processes each predicts rows ``rank::world`` and the results are combined with a maximum over
+    processes (-1 elsewhere): every row is predicted once, by every model, in one pass over the data.
+    """
+    view = eval_view(dataset, data_config)
+    dist = torch.distributed
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    rows = torch.arange(rank, len(view), world)
+    first = next(models[0].parameters())
+    device, dtype = first.device, first.dtype
+    outputs = [torch.full((len(view),), -1, dtype=torch.long, device=device) for _ in models]
+    modes = [model.training for model in models]
+    for model in models:
+        model.eval()
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(view, rows.tolist()), batch_size=batch_size, shuffle=False,
+                                         num_workers=workers)
+    start = 0
+    for images, _ in loader:
+        positions = rows[start : start + len(images)].to(device)
+        start += len(images)
+        images = images.to(device=device, dtype=dtype)
+        for model, out in zip(models, outputs):
+            logits = model(images)
+            out[positions] = (logits[0] if isinstance(logits, (tuple, list)) else logits).argmax(1)
+    for model, mode in zip(models, modes):
+        model.train(mode)
+    if distributed:
+        for out in outputs:
+            dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return outputs
