@@ -6,7 +6,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # decoded-image cache of the test session, not the user's
 os.environ.setdefault("PRAC_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"prac-test-cache-{os.getpid()}"))
 
-import pytest  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest
 import torch
 from torch import nn
 
@@ -47,3 +48,32 @@ def quick_recipe(**overrides) -> dict:
     for section, values in overrides.items():
         recipe[section] = {**recipe.get(section, {}), **values}
     return recipe
+
+
+TINY_CLASSES, TINY_SIZE = 4, 16
+
+
+def coloured_images(rng, labels, colors, size: int = TINY_SIZE) -> list:
+    """Noisy class-coloured RGB images: learnable in a few epochs, with some forgetting on the way."""
+    from PIL import Image
+
+    return [Image.fromarray(np.clip(colors[c] + rng.normal(0, 90, (size, size, 3)), 0, 255).astype(np.uint8)) for c in labels]
+
+
+@pytest.fixture(scope="session")
+def tiny_hfds(tmp_path_factory):
+    """A tiny Hugging Face parquet dataset for timm's hfds/ reader (train 256, validation 64, 4 classes, 16x16) and a
+    datasets cache folder: {"path", "cache", "labels" (of the train split)}."""
+    import datasets
+
+    root = tmp_path_factory.mktemp("tiny_hfds")
+    rng = np.random.default_rng(0)
+    colors = rng.integers(90, 165, (TINY_CLASSES, 3))
+    names = [f"c{i}" for i in range(TINY_CLASSES)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    labels = {}
+    for split, n in (("train", 256), ("validation", 64)):
+        labels[split] = rng.integers(0, TINY_CLASSES, n)
+        images = coloured_images(rng, labels[split], colors)
+        datasets.Dataset.from_dict({"image": images, "label": labels[split].tolist()}, features=features).to_parquet(str(root / "ds" / f"{split}.parquet"))
+    return {"path": root / "ds", "cache": root / "cache", "labels": torch.from_numpy(labels["train"]).long()}

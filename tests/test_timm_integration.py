@@ -1,19 +1,17 @@
-"""The timm training-script hook: a script shaped like timm's train.py (tests/timm_style_train.py) trains a
-real timm model on a small local parquet dataset (hfds/) or image folder, with and without the hook's lines."""
+"""The pieces of the timm training-script hook, one at a time: ids through timm's data pipeline, the task wrapper,
+the per-step calls, `prac prune`, the one-line error exit. The real scripts run in tests/test_timm_scripts.py."""
 
-import importlib.util
-import json
-import os
+import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import save_file
 from timm.data import FastCollateMixup, Mixup, create_dataset
 from timm.models import create_model
+from timm.task import ClassificationTask
 
 import prac_plugin
 import prac_plugin.timm
@@ -25,12 +23,8 @@ from prac_plugin.integrations.timm_data import (
     pack_mixed,
     unpack,
 )
+from prac_plugin.integrations.timm_task import PracTask
 from prac_plugin.rundir import RunDirectory
-from prac_plugin.selection.index_file import PracIndex, labels_sha256, signature
-
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-import timm_style_train
 
 N_TRAIN, N_VAL, CLASSES, SIZE = 256, 64, 4, 16
 
@@ -44,194 +38,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def write_images(rng, n, colors):
-    """Noisy class-coloured 16x16 RGB images: learnable in a few epochs, with some forgetting on the way."""
-    from PIL import Image
-
-    labels = rng.integers(0, CLASSES, n)
-    return [Image.fromarray(np.clip(colors[l] + rng.normal(0, 90, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)) for l in labels], labels
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """A tiny Hugging Face parquet dataset (train 256, validation 64, 4 classes) and a datasets cache folder."""
-    import datasets
-
-    root = tmp_path_factory.mktemp("timm_data")
-    rng = np.random.default_rng(0)
-    colors = rng.integers(90, 165, (CLASSES, 3))
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=[f"c{i}" for i in range(CLASSES)])})
-    labels = {}
-    for split, n in (("train", N_TRAIN), ("validation", N_VAL)):
-        images, labels[split] = write_images(rng, n, colors)
-        datasets.Dataset.from_dict({"image": images, "label": labels[split].tolist()}, features=features).to_parquet(str(root / "ds" / f"{split}.parquet"))
-    return {"path": root / "ds", "cache": root / "cache", "labels": torch.from_numpy(labels["train"]).long()}
-
-
-def script_args(data, *extra, epochs=3):
-    return [str(data["cache"]), "--dataset", f"hfds/{data['path']}", "--num-classes", str(CLASSES), "--input-size", "3", str(SIZE), str(SIZE),
-            "--epochs", str(epochs), "--sched", "step", *extra]
-
-
-def train(data, *extra, epochs=3, module=timm_style_train):
-    return module.main(script_args(data, *extra, epochs=epochs))
-
-
-def make_mask(path, num_classes=CLASSES, fraction=0.5):
-    torch.manual_seed(1)
-    model = create_model("test_resnet", num_classes=num_classes)
-    mask = TicketMask.dense(model).prune_magnitude(model, fraction)
-    mask.save(path)
-    return mask
-
-
-def assert_pruned_zero(model, mask):
-    params = dict(model.named_parameters())
-    for name, keep in mask.masks.items():
-        assert torch.count_nonzero(params[name].detach()[~keep]) == 0, name
-        assert torch.count_nonzero(params[name].detach()[keep]) > 0.9 * int(keep.sum()), name  # the rest trained
-
-
-def assert_index_matches_statistics(index, stats, epochs_each):
-    critical = (stats["forgetting"] > 0) | ~stats["ever_correct"]
-    assert torch.equal(index.rows, critical.nonzero().squeeze(1))
-    scores = torch.where(stats["ever_correct"], stats["forgetting"].float(), torch.tensor(float("inf")))  # never learned: inf
-    assert torch.equal(index.statistics["forgetting"], scores[index.rows])
-    assert torch.equal(index.statistics["labels"], stats["labels"][index.rows])
-    assert bool((stats["presentations"] == epochs_each).all())
-    assert bool((stats["forgetting"] <= epochs_each // 2).all())  # a forgetting event needs a right then a wrong epoch
-
-
-# -- end to end ---------------------------------------------------------------------------------------------
-def test_select_mask_rewind_end_to_end(data, tmp_path):
-    mask = make_mask(tmp_path / "mask.safetensors")
-    common = ["--prac-select", "--ticket-mask", str(tmp_path / "mask.safetensors"), "--model-ema"]
-    result = train(data, *common, "--save-rewind", "1ep", "--prac-output", str(tmp_path / "a"))
-    out = tmp_path / "a"
-    assert result["history"][-1]["top1"] > 60.0  # 4 classes: well above chance, pruned to half
-    # the mask held through every step, in the model, its EMA and the saved weights
-    assert_pruned_zero(result["model"], mask)
-    assert_pruned_zero(result["model_ema"].module, mask)
-    saved = load_file(out / "weights.safetensors")
-    assert all(torch.equal(saved[k], v) for k, v in result["model"].state_dict().items())
-    assert TicketMask.load(out / "mask.safetensors", result["model"]).equal(mask)
-    # the PrAC set: loads, is exactly the critical rows of the per-row statistics, names the data
-    index = PracIndex.load(out / "prac_set.prac.safetensors")
-    stats = load_file(out / prac_plugin.timm.STATISTICS_FILE)
-    assert_index_matches_statistics(index, stats, epochs_each=3)  # 256 rows, 8 full batches: each row once per epoch
-    assert torch.equal(stats["labels"], data["labels"])
-    meta = index.metadata
-    assert meta["num_rows"] == str(N_TRAIN) and meta["labels_sha256"] == labels_sha256(data["labels"])
-    assert meta["criteria"] == "cet" and meta["model"] == "test_resnet" and meta["optimizer_steps"] == "24"
-    assert abs(float(meta["weight_density"]) - mask.density) < 1e-3
-    assert 0 < len(index) < N_TRAIN
-    # the rewind point: step 8 (1ep of 8 updates), in the ltr layout, equal to the weights of a 1-epoch run
-    weights, info = RunDirectory(out).load_state("rewind")
-    assert info == {"point": "1ep", "step": 8, "total_steps": 24, "steps_per_epoch": 8}
-    train(data, *common, "--prac-output", str(tmp_path / "b"), epochs=1)  # constant lr: epoch 1 is the same
-    one_epoch = load_file(tmp_path / "b" / "weights.safetensors")
-    assert weights.keys() == one_epoch.keys() and all(torch.equal(weights[k], one_epoch[k]) for k in weights)
-    assert not all(torch.equal(weights[k], saved[k]) for k in weights)  # and not the final weights
-    # the next ticket: prune the final weights, rewind with timm's own --initial-checkpoint and --start-epoch
-    model = create_model("test_resnet", num_classes=CLASSES)
-    model.load_state_dict(saved)
-    following = TicketMask.load(out / "mask.safetensors").prune_magnitude(model, 0.2)
-    following.save(tmp_path / "next.safetensors")
-    assert abs(following.density - 0.4) < 0.01
-    rewind = ["--ticket-mask", str(tmp_path / "next.safetensors"), "--initial-checkpoint", str(out / "rewind.safetensors"), "--start-epoch", "1"]
-    train(data, *rewind, "--prac-output", str(tmp_path / "c"), epochs=1)  # no epoch left: the rewind weights, masked
-    start = load_file(tmp_path / "c" / "weights.safetensors")
-    masked = {k: v * following.masks[k] if k in following.masks else v for k, v in weights.items()}
-    assert all(torch.equal(start[k], masked[k]) for k in masked)
-    level = train(data, *rewind, "--prac-output", str(tmp_path / "d"))
-    assert level["prac"].updates == 24 and len(level["history"]) == 2 and level["history"][-1]["top1"] > 60.0
-    assert_pruned_zero(level["model"], following)
-
-
-def without_hook(lines):
-    """The script as it was before the hook: '# prac' lines deleted, '# prac: ORIGINAL' lines restored."""
-    for line in lines:
-        code, marker, original = line.partition("  # prac")
-        if not marker:
-            yield line
-        elif original.startswith(": "):
-            yield code[: len(code) - len(code.lstrip())] + original[2:]
-
-
-def test_script_without_the_hook_lines_trains_identically(data, tmp_path):
-    """Taking the hook out leaves a working timm script; without prac flags the hook changes nothing."""
-    source = (HERE / "timm_style_train.py").read_text().splitlines()
-    plain = list(without_hook(source))
-    assert len(source) - len(plain) == 11  # the README diff's 10 added lines, and the hook in main's return value
-    assert sum(a != b for a, b in zip(source, plain)) > 0 and "loss = loss_fn(output, target)" in "\n".join(plain)
-    assert not any("prac." in line or "import prac_plugin" in line for line in plain)
-    path = tmp_path / "plain_train.py"
-    path.write_text("\n".join(plain) + "\n")
-    spec = importlib.util.spec_from_file_location("plain_train", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    without = train(data, module=module, epochs=2)
-    hooked = train(data, epochs=2)
-    assert "prac" not in without and hooked["prac"].carries_ids is False
-    assert type(hooked["dataset_train"]).__name__ == "ImageDataset"  # not wrapped
-    assert [h["top1"] for h in without["history"]] == [h["top1"] for h in hooked["history"]]
-    a, b = without["model"].state_dict(), hooked["model"].state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.fixture(scope="module")
-def prac_run(data, tmp_path_factory):
-    """A `prac` run on the same parquet data with the same timm model: a PrAC set (round 1) and a level-1 mask."""
-    out = tmp_path_factory.mktemp("prac") / "run"
-    prac_plugin.run({
-        "model": {"name": "test_resnet"},
-        "data": {"path": str(data["path"]), "cache_dir": str(data["cache"])},
-        "train": {"epochs": 2, "batch_size": 32, "lr": 0.05, "schedule": "constant", "seed": 0, "cpu": True},
-        "ticket": {"strategy": "ltr", "levels": 1, "fraction": 0.2, "rewind": "1ep"},
-        "data_selection": {"strategy": "prac"},
-        "run": {"tracker": "none"},
-    }, str(out))
-    return out
-
-
-def test_prac_files_restrict_and_prune_this_script_and_its_files_load_in_prac(data, prac_run, tmp_path, capsys):
-    prac_set = PracIndex.load(prac_run / "prac_set.prac.safetensors")
-    n = len(prac_set)
-    batch = next((b for b in range(32, 7, -1) if n % b == 0), n)  # timm drops a last partial batch: make none
-    prac_mask = prac_run / "level_01" / "mask.safetensors"
-    out = tmp_path / "out"
-    result = train(data, "--prac-index", str(prac_run / "prac_set.prac.safetensors"), "--ticket-mask", str(prac_mask),
-                   "--prac-select", "--prac-output", str(out), "-b", str(batch), epochs=2)
-    # the training set is exactly the index rows: every row trained once per epoch, no other row ever
-    assert len(result["dataset_train"]) == n
-    presentations = result["prac"].tracker.presentations.cpu()
-    assert torch.equal(presentations.nonzero().squeeze(1), prac_set.rows)
-    assert bool((presentations[prac_set.rows] == 2).all())
-    assert_pruned_zero(result["model"], TicketMask.load(prac_mask))
-    # what this script wrote loads in prac: inspect, a run with strategy index, the mask
-    ours = out / "prac_set.prac.safetensors"
-    index = PracIndex.load(ours)
-    assert set(index.rows.tolist()) <= set(prac_set.rows.tolist()) and index.metadata["source_index"].endswith("prac_set.prac.safetensors")
-    assert prac_cli(["index", "inspect", str(ours)]) == 0
-    assert f"size: {len(index)} ({100 * len(index) / N_TRAIN:.1f}% of {N_TRAIN} rows)" in capsys.readouterr().out
-    rerun = tmp_path / "prac_index_run"
-    prac_plugin.run({
-        "model": {"name": "test_resnet"}, "data": {"path": str(data["path"]), "cache_dir": str(data["cache"])},
-        "train": {"epochs": 1, "batch_size": 32, "seed": 0, "cpu": True}, "ticket": {"strategy": "ltr", "levels": 0},
-        "data_selection": {"strategy": "index", "path": str(ours)}, "run": {"tracker": "none"},
-    }, str(rerun))
-    metrics = json.loads((rerun / "level_00" / "metrics.json").read_text())
-    assert metrics["train_examples"] == len(index) and metrics["examples_seen"] == len(index)
-    assert TicketMask.load(out / "mask.safetensors", result["model"]).equal(TicketMask.load(prac_mask))
-
-
-@pytest.mark.parametrize("loader", [[], ["--no-prefetcher", "--amp"]], ids=["prefetcher+FastCollateMixup", "no-prefetcher+Mixup+bf16-autocast"])
-def test_mixup_and_cutmix(data, tmp_path, loader):
-    extra = ["--mixup", "0.8", "--cutmix", "1.0", "--prac-select", "--prac-output", str(tmp_path)]
-    result = train(data, *extra, *loader, epochs=2)
-    index = PracIndex.load(tmp_path / "prac_set.prac.safetensors")
-    assert_index_matches_statistics(index, load_file(tmp_path / prac_plugin.timm.STATISTICS_FILE), epochs_each=2)
-    assert result["history"][-1]["top1"] > 40.0
+def data(tiny_hfds):
+    return tiny_hfds
 
 
 # -- the pieces ---------------------------------------------------------------------------------------------
@@ -308,7 +117,8 @@ def test_rewind_in_iterations_and_mask_under_adamw_and_clipping(tmp_path):
         hook.step()
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
     hook.finish()
-    assert_pruned_zero(model, mask)
+    params = dict(model.named_parameters())
+    assert all(torch.count_nonzero(params[n].detach()[~keep]) == 0 for n, keep in mask.masks.items())
     weights, info = RunDirectory(tmp_path / "out").load_state("rewind")
     assert info["step"] == 5 and info["point"] == "1ep1it"
     assert all(torch.equal(weights[k], snapshots[4][k]) for k in weights)  # after the 5th update
@@ -323,76 +133,92 @@ def test_import_name_does_not_shadow_timm():
     assert prac_plugin.timm.hook is prac_plugin.integrations.timm.hook
 
 
-# -- image folders ------------------------------------------------------------------------------------------
-def test_image_folder_dataset(tmp_path):
-    rng = np.random.default_rng(1)
-    colors = rng.integers(90, 165, (CLASSES, 3))
-    for split, n in (("train", 64), ("validation", 16)):
-        images, labels = write_images(rng, n, colors)
-        for i, (image, label) in enumerate(zip(images, labels)):
-            (tmp_path / "folder" / split / f"c{label}").mkdir(parents=True, exist_ok=True)
-            image.save(tmp_path / "folder" / split / f"c{label}" / f"img{i}.png")
-    args = [str(tmp_path / "folder"), "--num-classes", str(CLASSES), "--input-size", "3", str(SIZE), str(SIZE), "-b", "16", "--epochs", "2"]
-    result = timm_style_train.main(args + ["--prac-select", "--prac-output", str(tmp_path / "out")])
-    stats = load_file(tmp_path / "out" / prac_plugin.timm.STATISTICS_FILE)
-    assert bool((stats["presentations"] == 2).all()) and len(stats["labels"]) == 64
-    index = PracIndex.load(tmp_path / "out" / "prac_set.prac.safetensors")
-    assert len(index.metadata["files_sha256"]) == 64 and index.metadata["dataset"] == f"folder:{tmp_path / 'folder' / 'train'}"
-    reader = result["dataset_train"].reader
-    assert stats["labels"].tolist() == [target for _, target in reader.samples]
-    # restricting to it works; an index without the folder's file-list hash (e.g. from datasets' imagefolder) is refused
-    again = timm_style_train.main(args + ["-b", "2", "--prac-index", str(tmp_path / "out" / "prac_set.prac.safetensors")])
-    assert len(again["dataset_train"]) == len(index)
-    meta = {k: v for k, v in index.metadata.items() if k != "files_sha256"}
-    PracIndex(index.rows, meta).save(tmp_path / "nohash.prac.safetensors")
-    with pytest.raises(PracError, match="no file list hash"):
-        timm_style_train.main(args + ["-b", "2", "--prac-index", str(tmp_path / "nohash.prac.safetensors")])
 
 
-# -- bad input: one error at start-up, naming the value, nothing trained or written ---------------------------------
-def other_dataset_index(tmp_path, data, num_rows=N_TRAIN):
-    labels = torch.randint(0, CLASSES, (num_rows,), generator=torch.Generator().manual_seed(3))
-    meta = signature("other/dataset", None, None, "train", labels, "label", "{}")
-    path = tmp_path / "other.prac.safetensors"
-    PracIndex(torch.arange(10), meta).save(path)
-    return path, meta
+# -- the task wrapper ----------------------------------------------------------------------------------------
+def test_wrapped_task_records_counts_folds_and_delegates(data, tmp_path):
+    """What timm's loop sees of the wrapped task is the task's own; what the hook sees is every batch and update."""
+    torch.manual_seed(0)
+    model = create_model("test_resnet", num_classes=CLASSES)
+    inner = ClassificationTask(model, torch.nn.CrossEntropyLoss(), verbose=False)
+    hook = prac_plugin.timm.TimmHook(model, select=True, output=str(tmp_path))
+    dataset, _, _ = hook.wrap(create_dataset(f"hfds/{data['path']}", root=str(data["cache"]), split="train"))
+    assert hook.wrap_task(inner) is not inner
+    task = hook.wrap_task(inner)
+    assert isinstance(task, PracTask) and task.get_trainable_module() is model and task.criterion is inner.criterion
+    assert task.get_checkpoint_state().keys() == inner.get_checkpoint_state().keys() == {"state_dict"}
+    optimizer = torch.optim.SGD(task.get_trainable_module().parameters(), lr=0.01)
+    hook.start(optimizer, num_epochs=2, updates_per_epoch=2)
+    ids = torch.stack([dataset[i][1] for i in range(8)])  # rows 0..7, two batches of four per epoch
+    images = torch.randn(8, 3, SIZE, SIZE)
+    for epoch in range(2):
+        for batch in (slice(0, 4), slice(4, 8)):
+            result = task(images[batch], ids[batch])
+            assert result["output"].shape == (4, CLASSES)  # the wrapped task's result, its loss on the plain labels
+            assert torch.equal(result["loss"], torch.nn.functional.cross_entropy(result["output"], data["labels"][batch]))
+            result["loss"].backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            task.update_ema(step=hook.updates + 1)
+        assert hook.epochs_recorded == epoch + 1  # folded at the epoch's last update, no end_epoch call
+    assert hook.tracker.presentations[:8].tolist() == [2] * 8 and int(hook.tracker.presentations[8:].sum()) == 0
+    assert (tmp_path / prac_plugin.timm.STATE_FILE).is_file()
 
 
-@pytest.mark.parametrize("case", ["label hash", "row count", "mask of another model", "rewind past the end", "bad rewind"])
-def test_bad_input_fails_before_training(data, tmp_path, case):
-    out = tmp_path / "out"
-    if case == "label hash":
-        path, meta = other_dataset_index(tmp_path, data)
-        extra, message = ["--prac-index", str(path)], f"labels_sha256 \\(label hash\\) is {meta['labels_sha256']} in the file"
-    elif case == "row count":
-        path, _ = other_dataset_index(tmp_path, data, num_rows=300)
-        extra, message = ["--prac-index", str(path)], f"num_rows \\(row count\\) is 300 in the file, {N_TRAIN} for"
-    elif case == "mask of another model":
-        make_mask(tmp_path / "m10.safetensors", num_classes=10)
-        extra, message = ["--ticket-mask", str(tmp_path / "m10.safetensors")], r"mask entry 'fc.weight' has shape \(10, "
-    elif case == "rewind past the end":
-        extra, message = ["--save-rewind", "3ep"], "rewind point 3ep is step 24, beyond the training length of 24 steps"
-    else:
-        extra, message = ["--save-rewind", "2epochs"], "rewind point '2epochs' is not understood"
-    with pytest.raises(PracError, match=message):
-        train(data, *extra, "--prac-select", "--prac-output", str(out))
-    assert not out.exists()
+def test_without_flags_the_task_is_returned_as_it_is():
+    model = torch.nn.Linear(2, 2)
+    task = ClassificationTask(model, torch.nn.CrossEntropyLoss(), verbose=False)
+    assert prac_plugin.timm.TimmHook(model).wrap_task(task) is task
 
 
-# -- several processes --------------------------------------------------------------------------------------
-def test_two_processes_gather_statistics_once(data, tmp_path):
-    """torchrun, 2 CPU processes (gloo) started by the script itself: every row counted once per epoch."""
-    mask = make_mask(tmp_path / "mask.safetensors")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
-               str(HERE / "timm_style_train.py"), *script_args(data, epochs=2), "-b", "16", "--prac-select",
-               "--ticket-mask", str(tmp_path / "mask.safetensors"), "--save-rewind", "1ep", "--prac-output", str(tmp_path / "out")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = tmp_path / "out"
-    stats = load_file(out / prac_plugin.timm.STATISTICS_FILE)
-    index = PracIndex.load(out / "prac_set.prac.safetensors")
-    assert_index_matches_statistics(index, stats, epochs_each=2)  # 128 rows per process per epoch, gathered once
-    assert json.loads((out / "rewind.json").read_text())["step"] == 8  # 8 updates per epoch on each process
-    saved = load_file(out / "weights.safetensors")
-    assert all(torch.count_nonzero(saved[n][~keep]) == 0 for n, keep in mask.masks.items())
+# -- prac prune ----------------------------------------------------------------------------------------------
+def test_prune_saved_weights_as_prac_prunes_a_model(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = create_model("test_resnet", num_classes=CLASSES)
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    assert prac_cli(["prune", str(tmp_path / "w.safetensors"), "--model", "test_resnet", "--num-classes", str(CLASSES),
+                     "--ignore", "fc", "--scope", "layer", "-o", str(tmp_path / "m1.safetensors")]) == 0
+    first = TicketMask.load(tmp_path / "m1.safetensors")
+    assert first.equal(TicketMask.dense(model, ignore=["fc"]).prune_magnitude(model, 0.2, "layer"))
+    assert prac_cli(["prune", str(tmp_path / "w.safetensors"), "--mask", str(tmp_path / "m1.safetensors"), "--fraction", "0.5",
+                     "-o", str(tmp_path / "m2.safetensors")]) == 0
+    assert TicketMask.load(tmp_path / "m2.safetensors").equal(first.prune_magnitude(model, 0.5))
+    assert "40.00%; 80.00% before" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["output exists", "no mask nor model", "fraction", "other model", "nan weights", "ignore with mask"])
+def test_prune_refuses_bad_input_in_one_line(tmp_path, capsys, case):
+    model = create_model("test_resnet", num_classes=CLASSES)
+    weights = model.state_dict()
+    if case == "nan weights":
+        weights["fc.weight"][0, 0] = float("nan")
+    save_file(weights, str(tmp_path / "w.safetensors"))
+    TicketMask.dense(model).save(tmp_path / "m.safetensors")
+    base = ["prune", str(tmp_path / "w.safetensors"), "-o", str(tmp_path / "new.safetensors")]
+    args, message = {
+        "output exists": (["--mask", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "m.safetensors")], "exists; choose a new file"),
+        "no mask nor model": ([], "name the previous level's mask"),
+        "fraction": (["--mask", str(tmp_path / "m.safetensors"), "--fraction", "1.0"], "--fraction 1.0 must be in"),
+        "other model": (["--model", "test_resnet"], r"not a state of 'test_resnet'"),
+        "nan weights": (["--mask", str(tmp_path / "m.safetensors")], "'fc.weight' holds NaN"),
+        "ignore with mask": (["--mask", str(tmp_path / "m.safetensors"), "--ignore", "fc"], "--include/--ignore choose"),
+    }[case]
+    before = (tmp_path / "m.safetensors").read_bytes()
+    assert prac_cli(base + args) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "new.safetensors").exists() and (tmp_path / "m.safetensors").read_bytes() == before
+
+
+# -- the one-line error exit -----------------------------------------------------------------------------------------
+def test_a_prac_error_reaching_the_top_of_a_script_is_one_line_and_status_2(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("import argparse, prac_plugin.timm\n"
+                      "prac_plugin.timm.add_args(argparse.ArgumentParser())\n"
+                      "from prac_plugin import PracError\n"
+                      "raise PracError('the value X is wrong')\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == "prac: error: the value X is wrong"
+    other = tmp_path / "o.py"
+    other.write_text("import argparse, prac_plugin.timm\nprac_plugin.timm.add_args(argparse.ArgumentParser())\nraise KeyError('k')\n")
+    result = subprocess.run([sys.executable, str(other)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" in result.stderr  # other errors keep Python's report
