@@ -5,8 +5,13 @@ share is not diluted): forward, cross-entropy, backward, SGD step. Three variant
 
 - plain: no hook;
 - engine-style masking: ``MaskEnforcer.mask_gradients`` / ``apply`` (fused ``_foreach`` ops), for reference;
-- hook: ``TimmHook`` with ``--ticket-mask`` and ``--prac-select`` (per-parameter gradient hooks, a post-step
-  hook applying the mask, ``observe`` unpacking ids and recording correctness, ``step``, ``end_epoch``).
+- hook: ``TimmHook`` with ``--ticket-mask`` and ``--prac-select`` as timm v1.0.22's loop calls it (per-parameter
+  gradient hooks, a post-step hook applying the mask, ``observe`` unpacking ids and recording correctness, ``step``);
+- task: the same through the current script's shape, ``task(input, target)`` on the wrapped ``ClassificationTask``
+  and ``task.update_ema(step)`` after each update.
+
+The epoch end (folding the epoch, writing the resume state) runs once per epoch, outside the timed steps; its
+cost is reported on its own.
 
     python benchmarks/timm_hook_overhead.py [--rounds 5] [--steps 20] [--threads 1]
 """
@@ -25,6 +30,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.data import create_dataset
+from timm.task import ClassificationTask
 
 import prac_plugin  # noqa: F401  (registers cifar_resnet20)
 from prac_plugin import MaskEnforcer, TicketMask
@@ -49,13 +55,17 @@ def measure(model_name: str, batch: int, size: int, rows: int, steps: int, round
     labels = torch.randint(0, 10, (steps, batch))  # a fresh draw per step: some examples stay wrong
     dataset = create_dataset(tiny_hfds(folder, rows), root=str(folder / "cache"), split="train")
 
+    epoch_ends = []
+
     def run(variant: str) -> float:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        hook = enforcer = None
-        if variant == "hook":
+        hook = enforcer = task = None
+        if variant in ("hook", "task"):
             hook = TimmHook(model, select=True, mask=str(folder / "mask.safetensors"), output=str(folder / "out"))
             hook.wrap(dataset)
-            hook.start(optimizer, num_epochs=1, updates_per_epoch=steps)
+            if variant == "task":
+                task = hook.wrap_task(ClassificationTask(model, torch.nn.CrossEntropyLoss(), verbose=False))
+            hook.start(optimizer, num_epochs=1, updates_per_epoch=steps + 1)  # no epoch end inside the timed steps
         elif variant == "engine":
             enforcer = MaskEnforcer(model, mask)
         order = torch.randperm(rows)
@@ -64,10 +74,13 @@ def measure(model_name: str, batch: int, size: int, rows: int, steps: int, round
             target = labels[step]
             if hook is not None:
                 target = torch.stack([target, order[step * batch:(step + 1) * batch]], 1)  # what the wrapped loader yields
-            output = model(inputs)
-            if hook is not None:
-                target = hook.observe(output, target)
-            loss = F.cross_entropy(output, target)
+            if task is not None:
+                loss = task(inputs, target)["loss"]
+            else:
+                output = model(inputs)
+                if hook is not None:
+                    target = hook.observe(output, target)
+                loss = F.cross_entropy(output, target)
             optimizer.zero_grad()
             loss.backward()
             if enforcer is not None:
@@ -75,16 +88,19 @@ def measure(model_name: str, batch: int, size: int, rows: int, steps: int, round
             optimizer.step()
             if enforcer is not None:
                 enforcer.apply()
-            if hook is not None:
+            if task is not None:
+                task.update_ema(step=step + 1)
+            elif hook is not None:
                 hook.step()
-        if hook is not None:
-            hook.end_epoch()
         elapsed = (time.perf_counter() - started) / steps
         if hook is not None:
+            begun = time.perf_counter()
+            hook.end_epoch()  # fold the epoch, write the resume state: once per epoch
+            epoch_ends.append(time.perf_counter() - begun)
             hook.finish()  # removes its hooks, writes the set (not timed: once per training run)
         return elapsed
 
-    variants = ("plain", "engine", "hook")
+    variants = ("plain", "engine", "hook", "task")
     for variant in variants:  # warm-up
         run(variant)
     times = {v: [] for v in variants}
@@ -94,7 +110,8 @@ def measure(model_name: str, batch: int, size: int, rows: int, steps: int, round
     ratio = {v: statistics.median(t / p for t, p in zip(times[v], times["plain"])) for v in variants}
     return {"name": f"{model_name}, batch {batch}, {size}x{size}", "tensors": len(mask.masks),
             "ms": {v: 1e3 * statistics.median(times[v]) for v in variants}, "ratio": ratio,
-            "direct_ms": 1e3 * direct_cost(model, mask, inputs, dataset, rows, rounds, folder)}
+            "direct_ms": 1e3 * direct_cost(model, mask, inputs, dataset, rows, rounds, folder),
+            "epoch_end_ms": 1e3 * statistics.median(epoch_ends)}
 
 
 def direct_cost(model, mask: TicketMask, inputs: torch.Tensor, dataset, rows: int, rounds: int, folder: Path,
@@ -136,14 +153,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, SGD momentum, 80% of the prunable weights masked")
-    print("| model | masked tensors | plain step ms | engine-style masking ms (paired ratio) | timm hook ms (paired ratio) | hook's own work ms per step (direct) | share of the plain step |")
-    print("|---|---:|---:|---:|---:|---:|---:|", flush=True)
+    print("| model | masked tensors | plain step ms | engine-style masking ms (paired ratio) | hook, v1.0.22 loop ms (paired ratio) | "
+          "hook, wrapped task ms (paired ratio) | hook's own work ms per step (direct) | share of the plain step | epoch end ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for model_name, batch, size in (("test_resnet", 32, 16), ("cifar_resnet20", 64, 32)):
         with tempfile.TemporaryDirectory() as tmp:
             r = measure(model_name, batch, size, batch * args.steps, args.steps, args.rounds, Path(tmp))
         ms, ratio = r["ms"], r["ratio"]
         print(f"| {r['name']} | {r['tensors']} | {ms['plain']:.2f} | {ms['engine']:.2f} ({ratio['engine']:.3f}) | "
-              f"{ms['hook']:.2f} ({ratio['hook']:.3f}) | {r['direct_ms']:.3f} | {100 * r['direct_ms'] / ms['plain']:.2f}% |", flush=True)
+              f"{ms['hook']:.2f} ({ratio['hook']:.3f}) | {ms['task']:.2f} ({ratio['task']:.3f}) | {r['direct_ms']:.3f} | "
+              f"{100 * r['direct_ms'] / ms['plain']:.2f}% | {r['epoch_end_ms']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
