@@ -21,7 +21,7 @@ from . import __version__
 from .engine.data import BatchSource, DataBundle, load_data, resolve_normalization
 from .engine.models import create_model
 from .checkpoint import CheckpointPolicy, LevelCheckpoints, rng_state, set_rng_state
-from .engine.trainer import LevelSchedule, Trainer, TrainProgress, create_optimizer
+from .engine.trainer import DivergedError, LevelSchedule, Trainer, TrainProgress, create_optimizer
 from .errors import PracError
 from .io import state_to_cpu
 from .masks import MaskEnforcer, TicketMask
@@ -125,6 +125,14 @@ def check_same_mask_everywhere(accelerator: Accelerator, mask: TicketMask, level
     everyone = accelerator.gather(signature).view(accelerator.num_processes, -1)
     if not bool((everyone == everyone[0]).all()):
         raise PracError(f"the level {level} mask differs between processes; the processes' weights diverged")
+
+
+def check_finite(model: torch.nn.Module, level: int) -> None:
+    """Refuse to keep a level whose weights or buffers hold NaN or infinities (once per level, before saving)."""
+    for name, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise PracError(f"level {level} diverged: {name} holds NaN or infinite values; nothing of this level is saved. "
+                            "Lower train.lr or set train.grad_clip, then run again")
 
 
 def release_optimizer(accelerator: Accelerator, optimizer) -> None:
@@ -254,11 +262,16 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
             )
 
         remaining = plan.info.get("weights_remaining_pct", 100.0 * plan.mask.density)  # structured: against the dense model
-        result = trainer.train(
-            model, optimizer, enforcer, positions, schedule, plan.start_step, level, plan.step_callbacks,
-            observer, epoch_hook, desc=f"level {level:2d} ({remaining:6.2f}% left)",
-            resume=progress, checkpoint=save_checkpoint, policy=checkpoints.policy,
-        )
+        try:
+            result = trainer.train(
+                model, optimizer, enforcer, positions, schedule, plan.start_step, level, plan.step_callbacks,
+                observer, epoch_hook, desc=f"level {level:2d} ({remaining:6.2f}% left)",
+                resume=progress, checkpoint=save_checkpoint, policy=checkpoints.policy,
+            )
+        except DivergedError:
+            checkpoints.clear()  # they may hold the diverging weights: the level restarts from its beginning
+            raise
+        check_finite(unwrapped, level)
         val = trainer.evaluate(model, "val") if "val" in sources else (None, None)
         test = trainer.evaluate(model, "test") if "test" in sources else (None, None)
         extra = selection.end_level(level, unwrapped)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -94,8 +95,22 @@ class TrainSection:
             raise PracError(f"train.epochs = {self.epochs} must be at least 1")
         if self.batch_size < 1:
             raise PracError(f"train.batch_size = {self.batch_size} must be at least 1")
-        if self.lr <= 0:
-            raise PracError(f"train.lr = {self.lr} must be positive")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise PracError(f"train.lr = {self.lr} must be a positive finite number")
+        if not 0.0 <= self.momentum < 1.0:
+            raise PracError(f"train.momentum = {self.momentum} must be in [0, 1)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise PracError(f"train.weight_decay = {self.weight_decay} must be 0 or a positive finite number")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise PracError(f"train.grad_clip = {self.grad_clip} must be a positive finite number (or null for none)")
+        if not (math.isfinite(self.gamma) and self.gamma > 0):
+            raise PracError(f"train.gamma = {self.gamma} must be a positive finite number")
+        for key in ("eval_batch_size",):
+            if getattr(self, key) < 1:
+                raise PracError(f"train.{key} = {getattr(self, key)} must be at least 1")
+        for key in ("warmup_steps", "seed", "eval_every_epochs"):
+            if getattr(self, key) < 0:
+                raise PracError(f"train.{key} = {getattr(self, key)} must be 0 or more")
         bad = [m for m in self.milestones if not 0 < m <= self.epochs]
         if bad:
             raise PracError(f"train.milestones entry {bad[0]} is outside 1..{self.epochs} (train.epochs)")

@@ -40,6 +40,7 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> Optional[str]:
 class RunDirectory:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._replace = False  # `open` found another recipe in a folder without results
 
     @classmethod
     def open(cls, path: str | Path, recipe_dict: dict) -> "RunDirectory":
@@ -52,7 +53,9 @@ class RunDirectory:
             mine = {k: recipe_dict.get(k) for k in RESULT_AFFECTING_SECTIONS}
             theirs = {k: existing.get(k) for k in RESULT_AFFECTING_SECTIONS}
             difference = _first_difference(theirs, mine)
-            if difference:
+            if difference and not run.holds_results():
+                run._replace = True  # nothing was computed with the old recipe (e.g. level 0 diverged): take the new one
+            elif difference:
                 raise PracError(
                     f"output directory {str(run.path)!r} holds a different run ({difference}); "
                     "choose another --output or remove that directory"
@@ -61,10 +64,15 @@ class RunDirectory:
             raise PracError(f"output directory {str(run.path)!r} exists and is not a prac run directory; choose another --output")
         return run
 
+    def holds_results(self) -> bool:
+        """Whether anything was computed here: a completed level or a mid-level checkpoint."""
+        checkpoints = self.path / "checkpoints"
+        return bool(self.completed_levels()) or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
     def create(self) -> None:
         """Write the directory and its recipe (a no-op when reopening a run)."""
         recipe_file = self.path / "recipe.yaml"
-        if not recipe_file.is_file():
+        if not recipe_file.is_file() or self._replace:
             self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(recipe_file, yaml.safe_dump(self._recipe, sort_keys=False))
 

@@ -7,6 +7,7 @@ accuracies accumulate as device tensors and are read once per epoch: no host syn
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -19,6 +20,7 @@ from timm.optim import create_optimizer_v2
 from tqdm.auto import tqdm
 
 from ..checkpoint import CheckpointPolicy
+from ..errors import PracError
 from ..masks import MaskEnforcer
 from ..recipes import TrainSection
 from .data import BatchSource, num_batches
@@ -130,6 +132,15 @@ def _direct_optimizer(accelerator: Accelerator, optimizer):
     return optimizer
 
 
+class DivergedError(PracError):
+    """The training loss of a level became NaN or infinite: the level is not a ticket and is not saved."""
+
+    def __init__(self, level: int, epoch: int, step: int, loss: float):
+        super().__init__(f"level {level} diverged: the training loss of epoch {epoch} (step {step}) is {loss}; "
+                         "nothing of this level is saved. Lower train.lr or set train.grad_clip, then run again")
+        self.level, self.epoch, self.step, self.loss = level, epoch, step, loss
+
+
 def _epoch_seed(seed: int, level: int, epoch: int) -> int:
     return (seed * 1_000_003 + level * 10_007 + epoch) % (2**63)
 
@@ -230,6 +241,8 @@ class Trainer:
                     checkpoint(snapshot(loss_sum.clone(), correct.clone(), seen))
             totals = acc.reduce(torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=acc.device)]), "sum")
             epoch_loss, epoch_acc = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+            if not math.isfinite(epoch_loss):
+                raise DivergedError(level, epoch + 1, step, epoch_loss)
             progress.examples += int(totals[2].item())
             record = {"epoch": epoch + 1, "step": step, "train_loss": epoch_loss, "train_acc": epoch_acc}
             if cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0 and "val" in self.sources and step < schedule.total_steps:
