@@ -160,7 +160,6 @@ class TimmHook:
         self.dataset = None  # the training split as the script built it, for CEP's un-augmented predictions
         self.mixed_width: int | None = None
         self.updates = self.total_steps = self.updates_per_epoch = self._since_fold = 0
-        self.planned: tuple[int, int] | None = None
         self.rewind_step: int | None = None
         self.rewind_saved = ""  # where the rewind point went (a resumed run may have saved it before)
         self.epochs_recorded = 0
@@ -237,7 +236,6 @@ class TimmHook:
         num_epochs = scheduled_epochs(self.args, updates_per_epoch) if self.args is not None else None
         if num_epochs is None:
             return  # not timm's flags: `start` checks with the script's own numbers
-        self.planned = (num_epochs, updates_per_epoch)
         start_epoch = getattr(self.args, "start_epoch", None) or 0
         self._check_rewind(num_epochs, updates_per_epoch, start_epoch, resuming=bool(self.resume))
 
@@ -254,14 +252,13 @@ class TimmHook:
         self.auto_epochs = True
         return PracTask(task, self)
 
-    def _check_rewind(self, num_epochs: int, updates_per_epoch: int, start_epoch: int, resuming: bool) -> None:
-        if self.rewind is None:
-            return
-        total = num_epochs * updates_per_epoch
-        step = resolve_rewind_step(self.rewind, updates_per_epoch, total)  # past the end: PracError
+    def _check_rewind(self, num_epochs: int, updates_per_epoch: int, start_epoch: int, resuming: bool) -> int:
+        """The rewind point's step, which must lie inside training and (unless a resumed run saved it) after its start."""
+        step = resolve_rewind_step(self.rewind, updates_per_epoch, num_epochs * updates_per_epoch)  # past the end: PracError
         if step < start_epoch * updates_per_epoch and not resuming:
             raise PracError(f"--save-rewind {self.rewind} is step {step}, before this run's start at step "
                             f"{start_epoch * updates_per_epoch} (epoch {start_epoch})")
+        return step
 
     def start(self, optimizer: torch.optim.Optimizer, num_epochs: int, updates_per_epoch: int,
               output_dir: str | None = None, start_epoch: int = 0) -> None:
@@ -281,8 +278,7 @@ class TimmHook:
         if self.resume and self.active:
             self._restore(start_epoch)
         if self.rewind is not None:
-            self._check_rewind(num_epochs, updates_per_epoch, start_epoch, resuming=bool(self.rewind_saved))
-            self.rewind_step = resolve_rewind_step(self.rewind, updates_per_epoch, self.total_steps)
+            self.rewind_step = self._check_rewind(num_epochs, updates_per_epoch, start_epoch, resuming=bool(self.rewind_saved))
         if self.enforcer is not None:
             self._handles.append(optimizer.register_step_post_hook(lambda *_: self.enforcer.apply()))
         self._started = True
