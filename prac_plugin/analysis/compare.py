@@ -174,9 +174,10 @@ def plot_comparison(groups: list[Group], rows: list[dict], path: Path) -> None:
         mine = [r for r in rows if r["strategy"] == group.label and r["test_acc_mean"] is not None]
         y = [100 * r["test_acc_mean"] for r in mine]
         err = [100 * (r["test_acc_std"] or 0.0) for r in mine]
-        for ax, x in ((left, [r["weights_remaining_pct"] for r in mine]), (right, [r["cumulative_steps_mean"] for r in mine])):
-            color = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=group.label)[0].get_color()
         full = [r for r in mine if r["full_data_acc_mean"] is not None]
+        label = f"{group.label}, as trained on its subsets" if full else group.label  # not the ticket's accuracy then
+        for ax, x in ((left, [r["weights_remaining_pct"] for r in mine]), (right, [r["cumulative_steps_mean"] for r in mine])):
+            color = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)[0].get_color()
         if full:  # the same tickets trained on the full data: dashed, at the cost of finding plus that training
             y = [100 * r["full_data_acc_mean"] for r in full]
             err = [100 * (r["full_data_acc_std"] or 0.0) for r in full]
