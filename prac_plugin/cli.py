@@ -27,6 +27,15 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from .recipe_docs import example, reference
+
+    if args.example and args.what:
+        raise PracError("give a section to describe or --example NAME, not both")
+    print(example(args.example) if args.example else reference(args.what or ""), end="")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .analysis.compare import write_comparison
     from .analysis.runs import completed_run
@@ -165,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 "saved (about a minute on a CPU)")
     quick.add_argument("--output", "-o", default="runs/quickstart", help="folder for both runs and the report (default: runs/quickstart)")
     quick.set_defaults(func=_cmd_quickstart)
+
+    recipe = commands.add_parser("recipe", help="every recipe key with its type, default and help; or a commented starter recipe")
+    recipe.add_argument("what", nargs="?", metavar="SECTION", help="a section (train), or a strategy's options (ticket.strategy=cts); default: all")
+    recipe.add_argument("--example", choices=("ltr", "prac", "cts", "structured"),
+                        help="print a commented starter recipe that runs as printed")
+    recipe.set_defaults(func=_cmd_recipe)
 
     run = commands.add_parser("run", help="run a recipe (continues an interrupted run in the same output directory)")
     run.add_argument("recipe", help="YAML recipe, e.g. recipes/quickstart.yaml")
