@@ -244,6 +244,10 @@ def examples() -> dict[str, dict]:
     return {"ltr": ltr, "prac": prac, "cts": cts, "structured": structured}
 
 
+_STRATEGY_HELP = {
+    "ticket": "ticket strategy: ltr, cts, structured, or a plugin's",
+    "data_selection": "data selection: full, random, prac, index, or a plugin's",
+}
 _EXAMPLE_TITLES = {
     "ltr": "lottery ticket rewinding (IMP with weight rewinding) on the whole training split",
     "prac": "PrAC-LTR: every level trained and pruned on its PrAC set of critical examples",
@@ -261,12 +265,12 @@ def example(name: str) -> str:
     lines = [f"# {_EXAMPLE_TITLES[name]}, on scikit-learn's digits (embedded, offline).",
              f"# prac recipe --example {name} > recipe.yaml && prac run recipe.yaml    (keys: prac recipe SECTION)"]
     for section, values in recipe.items():
-        strategy = values.get("strategy") if section in ("ticket", "data_selection") else None
-        docs = {d.key: d.help for d in describe(section, strategy)} if section in SECTIONS else {}
+        strategy = values.get("strategy") if section in _STRATEGY_HELP else None
+        docs = {d.key: d.help for d in describe(section, strategy)}
+        docs["strategy"] = _STRATEGY_HELP.get(section, "")
         lines.append(f"{section}:")
         for key, value in values.items():
-            text = "ticket strategy: ltr, cts, structured, or a plugin's" if key == "strategy" and section == "ticket" else \
-                "data selection: full, random, prac, index, or a plugin's" if key == "strategy" else docs.get(key, "")
+            text = docs.get(key, "")
             entry = f"  {key}: {_cell(value)}"
             lines.append(f"{entry:<36}# {text}" if text else entry)
     return "\n".join(lines) + "\n"
