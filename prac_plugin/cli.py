@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional
 
 from . import __version__
@@ -133,6 +134,32 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_from_scores(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .engine.data import split_identity
+    from .recipes import DataSection
+    from .selection.scores import index_from_scores, read_scores
+
+    if not args.output.endswith(".prac.safetensors"):
+        raise PracError(f"--output {args.output!r} should end with .prac.safetensors")
+    if Path(args.output).exists():
+        raise PracError(f"--output {args.output!r} exists; choose a new file")
+    scores = read_scores(args.scores, args.score_key, args.label_key, args.id_key)  # before the dataset: fail fast
+    try:
+        data_files = yaml.safe_load(args.data_files) if args.data_files else None
+    except yaml.YAMLError:
+        raise PracError(f"--data-files {args.data_files!r} is not valid YAML (e.g. '{{train: a.parquet}}' or a path)") from None
+    cfg = DataSection(path=args.dataset, name=args.name, data_files=data_files, revision=args.revision,
+                      cache_dir=args.cache_dir, train_split=args.split, label_column=args.label_column)
+    signature, labels, names = split_identity(cfg)
+    index = index_from_scores(scores, signature, labels, args.keep, args.scores, names)
+    index.save(args.output)
+    print(f"PrAC index file: {args.output}")
+    _print_description(index)
+    return 0
+
+
 def _print_description(index) -> None:
     from .selection.index_file import describe
 
@@ -149,6 +176,8 @@ def _print_description(index) -> None:
 def _cmd_index(args: argparse.Namespace) -> int:
     from .selection.index_file import PracIndex, compare
 
+    if args.index_command == "from-scores":
+        return _index_from_scores(args)
     if args.index_command == "inspect":
         _print_description(PracIndex.load(args.file))
         return 0
@@ -198,6 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = index_commands.add_parser("inspect", help="size, fraction, class balance and provenance of an index file")
     inspect.add_argument("file")
     inspect.set_defaults(func=_cmd_index)
+    scores = index_commands.add_parser("from-scores", help="an index file from published per-example scores (C-scores, EL2N, "
+                                       "forgetting, memorization: .npz, .npy or .csv)")
+    scores.add_argument("scores", metavar="SCORES", help="the scores file (.npz with scores/labels arrays, .npy, .csv/.tsv with columns)")
+    scores.add_argument("--dataset", required=True, help="as data.path: a Hub id, a builder (parquet), a folder, builtin:digits")
+    scores.add_argument("--name", help="dataset configuration")
+    scores.add_argument("--data-files", help="as data.data_files (YAML), e.g. '{train: train.parquet}'")
+    scores.add_argument("--revision", help="Hub revision")
+    scores.add_argument("--cache-dir", help="datasets' cache folder")
+    scores.add_argument("--split", default="train", help="the split the scores are for (default: train)")
+    scores.add_argument("--label-column", help="the dataset's label column (default: detected)")
+    scores.add_argument("--score-key", default="scores", help="array or column of the scores (default: scores)")
+    scores.add_argument("--label-key", default="labels", help="array or column of the labels, checked against the dataset's (default: labels)")
+    scores.add_argument("--id-key", help="array or column of row numbers in the split (default: match by position)")
+    scores.add_argument("--keep", required=True, help="top:50%%, bottom:30%%, top:1000, above:0.8 or below:0.2")
+    scores.add_argument("--output", "-o", required=True, help="the new index file (*.prac.safetensors)")
+    scores.set_defaults(func=_cmd_index)
+
     comp = index_commands.add_parser("compare", help="overlap, Jaccard and per-class differences of two index files")
     comp.add_argument("a")
     comp.add_argument("b")

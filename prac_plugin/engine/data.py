@@ -208,6 +208,21 @@ def _decoded_images(ds: datasets.Dataset, column: str, image_size: Optional[int]
     return images
 
 
+def split_identity(cfg: DataSection, split: Optional[str] = None) -> tuple[dict[str, str], torch.Tensor, list[str]]:
+    """(index-file signature, labels, class names) of one split of the configured dataset (default: the training
+    split), from its labels and schema alone: no image is decoded."""
+    from ..selection.index_file import signature
+
+    source = load_source(cfg)
+    name = split or cfg.train_split
+    ds = _split(source, name, "train")
+    column = detect_column(ds, cfg.label_column, LABEL_COLUMNS, "label")
+    labels = _labels(ds, column)
+    feature = ds.features[column]
+    names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else []
+    return signature(cfg.path, cfg.name, cfg.revision, name, labels, column, features_json(ds.features)), labels, names
+
+
 def _carve_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if not 0.0 < fraction < 1.0:
         raise PracError(f"data.val_fraction = {fraction} must be in (0, 1), or 0 for no validation set")
