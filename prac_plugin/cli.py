@@ -160,6 +160,27 @@ def _index_from_scores(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_push(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .selection.publish import push, stage
+
+    if args.local:
+        files = stage(args.file, args.repo_id, Path(args.local), args.path_in_repo)
+        print(f"Wrote {', '.join(files)} into {args.local}: the folder `prac index push` uploads (nothing was uploaded)")
+        return 0
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = push(args.file, args.repo_id, Path(folder), args.path_in_repo, args.overwrite, args.private)
+        except PracError:
+            raise
+        except Exception as exc:  # network, authentication, permissions: huggingface_hub's many error types
+            raise PracError(f"uploading to dataset {args.repo_id!r} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    print(f"Published: {path}")
+    print(f"Load it with: data_selection: {{strategy: index, path: {path}}}  (or --prac-index {path} in timm's train.py)")
+    return 0
+
+
 def _print_description(index) -> None:
     from .selection.index_file import describe
 
@@ -178,6 +199,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     if args.index_command == "from-scores":
         return _index_from_scores(args)
+    if args.index_command == "push":
+        return _index_push(args)
     if args.index_command == "inspect":
         _print_description(PracIndex.load(args.file))
         return 0
@@ -243,6 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     scores.add_argument("--keep", required=True, help="top:50%%, bottom:30%%, top:1000, above:0.8 or below:0.2")
     scores.add_argument("--output", "-o", required=True, help="the new index file (*.prac.safetensors)")
     scores.set_defaults(func=_cmd_index)
+
+    push_cmd = index_commands.add_parser("push", help="publish an index file as a Hugging Face dataset repository, with a card "
+                                         "generated from its provenance")
+    push_cmd.add_argument("file", metavar="FILE", help="the index file (*.prac.safetensors)")
+    push_cmd.add_argument("repo_id", metavar="REPO_ID", help="OWNER/NAME of the dataset repository (created if missing)")
+    push_cmd.add_argument("--path-in-repo", help="the file's path in the repository (default: its file name)")
+    push_cmd.add_argument("--local", metavar="DIR", help="write the folder that would be uploaded into DIR instead; upload nothing")
+    push_cmd.add_argument("--overwrite", action="store_true", help="replace files the repository already has")
+    push_cmd.add_argument("--private", action="store_true", help="create the repository as private")
+    push_cmd.set_defaults(func=_cmd_index)
 
     comp = index_commands.add_parser("compare", help="overlap, Jaccard and per-class differences of two index files")
     comp.add_argument("a")
