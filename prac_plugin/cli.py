@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 from typing import Optional
@@ -343,6 +344,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         return args.func(args)
     except PracError as exc:
         print(f"prac: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only, foreign or full output location is the user's to fix, not a bug
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
+            raise
+        print(f"prac: error: cannot write {exc.filename!r}: {exc.strerror}; choose an output folder you can write to", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("prac: interrupted; re-run the same command to continue after the last completed level", file=sys.stderr)

@@ -59,6 +59,16 @@ class DataSection:
     normalize: Union[Literal["auto", "dataset", "model", "none"], dict] = "auto"
     num_workers: int = 2
 
+    def __post_init__(self):
+        if self.num_workers < 0:
+            raise PracError(f"data.num_workers = {self.num_workers} must be 0 or more")
+        if self.image_size is not None and self.image_size < 1:
+            raise PracError(f"data.image_size = {self.image_size} must be at least 1 (or null for the images' own size)")
+        if self.val_fraction is not None and not 0.0 <= self.val_fraction < 1.0:
+            raise PracError(f"data.val_fraction = {self.val_fraction} must be in [0, 1)")
+        if self.crop_pct is not None and not 0.0 < self.crop_pct <= 1.0:
+            raise PracError(f"data.crop_pct = {self.crop_pct} must be in (0, 1]")
+
 
 @dataclass
 class TrainSection:
@@ -200,12 +210,51 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of YAML; a megabyte is already a mistake
+MAX_RECIPE_NODES = 100_000  # values after aliases are expanded: a few hundred in a real recipe
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml's safe loader, counting aliases: a recipe needs few, an alias bomb needs many."""
+
+    aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > 1000:
+                raise PracError("more than 1000 YAML aliases")
+        return super().compose_node(parent, index)
+
+
+def _check_size(value: Any, budget: list[int]) -> None:
+    """Walk the loaded recipe as it would be copied and written out, stopping once it exceeds the node budget."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise PracError(f"more than {MAX_RECIPE_NODES:,} values once YAML aliases are expanded")
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        _check_size(child, budget)
+
+
 def load_recipe_dict(path: str | Path) -> dict:
+    """A recipe file's mapping: UTF-8 YAML of bounded size, whose aliases do not expand beyond `MAX_RECIPE_NODES`."""
     path = Path(path)
     if not path.is_file():
         raise PracError(f"recipe {str(path)!r} does not exist")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise PracError(f"recipe {str(path)!r} is {path.stat().st_size:,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PracError(f"recipe {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
+    try:
+        raw = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506  (a SafeLoader subclass)
+        _check_size(raw, [MAX_RECIPE_NODES])
+    except PracError as exc:
+        raise PracError(f"recipe {str(path)!r} is refused: {exc}") from None
+    except RecursionError:
+        raise PracError(f"recipe {str(path)!r} is refused: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

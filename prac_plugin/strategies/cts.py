@@ -4,6 +4,7 @@ initialization) and trains that ticket from there to the end. Levels are indepen
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -47,6 +48,16 @@ class CTSOptions(StrategyOptions):
             raise PracError(f"ticket.densities entry {bad[0]!r} is outside (0, 1)")
         if self.search_steps is None and self.search_epochs <= 0:
             raise PracError("ticket.search_epochs must be positive (or set ticket.search_steps)")
+        if self.search_steps is not None and self.search_steps < 1:
+            raise PracError(f"ticket.search_steps = {self.search_steps} must be at least 1 (or null to use ticket.search_epochs)")
+        if self.search_batch_size < 1:
+            raise PracError(f"ticket.search_batch_size = {self.search_batch_size} must be at least 1")
+        for key in ("lr", "temperature", "loss_scale"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise PracError(f"ticket.{key} = {value} must be a positive finite number")
+        if self.final_temperature is not None and not (math.isfinite(self.final_temperature) and self.final_temperature > 0):
+            raise PracError(f"ticket.final_temperature = {self.final_temperature} must be a positive finite number (or null)")
         ConcreteSearchConfig(self.densities[0], 1, objective=self.objective, dual_lr=self.dual_lr, concrete_form=self.concrete_form)  # validates them
 
 
