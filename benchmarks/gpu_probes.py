@@ -159,7 +159,7 @@ def run_check(base: dict, overrides: list[str], folder: Path) -> dict:
             result[key] = last[key]
     if not all(math.isfinite(v) for v in (result["train_loss"], result["test_acc"]) if v is not None):
         raise RuntimeError(f"non-finite result: train_loss {result['train_loss']}, test_acc {result['test_acc']}")
-    if "prac_cet_cep" in folder.name and not (folder / "prac" / "round_01.prac.safetensors").is_file():
+    if raw["data_selection"].get("strategy") == "prac" and not (folder / "prac" / "round_01.prac.safetensors").is_file():
         raise RuntimeError("no round-1 PrAC set (CET u CEP) was written")
     return result
 

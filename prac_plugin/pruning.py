@@ -36,9 +36,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def first_mask(weights: dict[str, torch.Tensor], model_name: str, num_classes: Optional[int], in_chans: Optional[int],
                include: Sequence[str], ignore: Sequence[str]) -> TicketMask:
     """The dense mask of a timm model whose state the weights are (checked by loading them into it)."""
-    from timm.models import create_model, is_model
-
-    from .engine import models  # noqa: F401  (registers the classic LTH architectures into timm)
+    from timm.models import create_model, is_model  # the package's import registered the classic LTH models
 
     if not is_model(model_name):
         raise PracError(f"--model {model_name!r} is not a timm model name")
