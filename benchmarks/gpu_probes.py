@@ -37,7 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from prac_plugin.engine.trainer import LevelSchedule, create_optimizer  # noqa: E402
 from prac_plugin.masks import MaskEnforcer, TicketMask  # noqa: E402
-from prac_plugin.pipeline import build_engine, release_optimizer, run_recipe  # noqa: E402
+from prac_plugin.compat.accelerate_private import release_optimizer  # noqa: E402
+from prac_plugin.engine.setup import build_engine  # noqa: E402
+from prac_plugin.pipeline import run_recipe  # noqa: E402
 from prac_plugin.recipes import apply_overrides, parse_recipe  # noqa: E402
 from prac_plugin.selection.forgetting import ForgettingTracker  # noqa: E402
 

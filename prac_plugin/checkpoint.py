@@ -33,10 +33,10 @@ import torch
 from . import __version__
 from .errors import PracError
 from .io import atomic_save_safetensors, atomic_write_json, load_safetensors
+from .rundir import CHECKPOINTS, FORMAT_VERSION, MASK_FILE
 
 _EVERY = re.compile(r"^(\d+)(ep|it)$")
 _NAME = re.compile(r"^level_(\d+)-step_(\d+)$")
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -109,14 +109,14 @@ class Checkpoint:
 
     @property
     def mask_path(self) -> Path:
-        return self.path / "mask.safetensors"
+        return self.path / MASK_FILE
 
 
 class LevelCheckpoints:
     """The checkpoints of a run directory, written and read by every process of the run together."""
 
     def __init__(self, run_path: Path, policy: CheckpointPolicy, accelerator, log: Callable[[str], None] = print):
-        self.root = Path(run_path) / "checkpoints"
+        self.root = Path(run_path) / CHECKPOINTS
         self.policy, self.accelerator, self.log = policy, accelerator, log
 
     def _complete(self) -> list[tuple[int, int, Path]]:
@@ -139,7 +139,7 @@ class LevelCheckpoints:
         torch.save(process_state, partial / f"rank_{acc.process_index}.pt")
         if acc.is_main_process:
             atomic_save_safetensors(model_state, partial / "model.safetensors", {"format": "pt"})
-            mask_save(partial / "mask.safetensors")
+            mask_save(partial / MASK_FILE)
             torch.save({"optimizer": optimizer_state, "scaler": scaler_state}, partial / "optimizer.pt")
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -166,7 +166,7 @@ class LevelCheckpoints:
         model = load_safetensors(path / "model.safetensors", what="checkpoint model")
         shared = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
         process = torch.load(path / f"rank_{self.accelerator.process_index}.pt", map_location="cpu", weights_only=True)
-        load_safetensors(path / "mask.safetensors", what="checkpoint mask")
+        load_safetensors(path / MASK_FILE, what="checkpoint mask")
         return Checkpoint(path, level, step, model, shared["optimizer"], shared["scaler"], process)
 
     def latest(self, level: int) -> Optional[Checkpoint]:

@@ -75,20 +75,23 @@ def _cmd_stability(args: argparse.Namespace) -> int:
 def _cmd_select(args: argparse.Namespace) -> int:
     from .pipeline import default_output_dir, run_recipe
     from .recipes import apply_overrides, load_recipe_dict, parse_recipe
+    from .rundir import RunDirectory
     from .selection.index_file import PracIndex
-    from .selection.prac_set import FINAL_SET
+    from .strategies import registry
 
     raw = apply_overrides(load_recipe_dict(args.recipe), args.set)
     recipe = parse_recipe(raw)
     if recipe.data_selection.strategy != "prac":
         raise PracError(f"prac select needs data_selection.strategy: prac (the recipe has {recipe.data_selection.strategy!r})")
-    if not hasattr(recipe.ticket, "levels"):
-        raise PracError(f"prac select prunes with ticket.strategy ltr; the recipe has {recipe.ticket.strategy!r}")
+    levels_option = registry.get("ticket", recipe.ticket.strategy).traits.levels_option
+    if levels_option is None:
+        raise PracError(f"prac select needs a ticket strategy with a number of levels to set, such as ltr; "
+                        f"ticket.strategy {recipe.ticket.strategy!r} has none")
     # the dense round plus select_rounds pruned rounds: enough for CET and CEP, not the whole ticket search
-    recipe = parse_recipe(apply_overrides(raw, [f"ticket.levels={recipe.data_selection.select_rounds}"]))
+    recipe = parse_recipe(apply_overrides(raw, [f"ticket.{levels_option}={recipe.data_selection.select_rounds}"]))
     output = args.output or default_output_dir(args.recipe) + "-select"
     run_recipe(recipe, output)
-    path = f"{output}/{FINAL_SET}"
+    path = str(RunDirectory(output).final_set_path)
     print(f"PrAC index file: {path}")
     _print_description(PracIndex.load(path))
     return 0

@@ -10,8 +10,10 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from .checkpoint import CheckpointPolicy
 from .config_schema import from_dict, to_dict
 from .errors import PracError
+from .strategies import registry
 
 
 @dataclass
@@ -136,8 +138,6 @@ class RunSection:
     checkpoint_keep: int = 2
 
     def __post_init__(self):
-        from .checkpoint import CheckpointPolicy
-
         CheckpointPolicy.parse(self.checkpoint_every, self.checkpoint_keep)
 
 
@@ -158,8 +158,6 @@ SECTIONS = ("model", "data", "train", "ticket", "data_selection", "run")
 
 
 def _strategy_section(raw: Any, section: str, default: str, kind: str) -> Any:
-    from .strategies import registry  # late import: strategies import the engine
-
     raw = dict(raw or {})
     name = raw.pop("strategy", default)
     if not isinstance(name, str):

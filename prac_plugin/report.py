@@ -7,7 +7,7 @@ import io
 from typing import Optional
 
 from .io import atomic_path, atomic_write_json, atomic_write_text
-from .rundir import RunDirectory
+from .rundir import FORMAT_VERSION, RunDirectory
 
 COLUMNS = [
     ("level", "level", "{}"),
@@ -117,7 +117,7 @@ def run_summary(run: RunDirectory) -> dict:
         "wall_time_s": sum(m.get("wall_time_s", 0.0) for m in metrics),
     }
     totals["savings"] = savings(totals)
-    return {"format_version": 1, "recipe": run.recipe(), "levels": metrics, "totals": totals}
+    return {"format_version": FORMAT_VERSION, "recipe": run.recipe(), "levels": metrics, "totals": totals}
 
 
 def write_summary(run: RunDirectory) -> tuple[list[dict], str]:

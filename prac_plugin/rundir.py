@@ -1,14 +1,20 @@
-"""The run directory: resolved recipe, rewind weights, one folder per level, summaries.
+"""The run directory: every path inside a run folder is named here, and only here.
 
 Layout::
 
     recipe.yaml             resolved recipe (what makes the run; compared on re-run)
     init.safetensors        weights at initialization
     rewind.safetensors      weights at the rewind point (+ rewind.json: its step)
+    rewind_optimizer.pt     optimizer state at the rewind point (when the recipe rewinds it)
     level_NN/mask.safetensors, weights.safetensors, metrics.json   (metrics.json is written last)
+    level_NN/structure.json the compact architecture of a structured ticket
+    prac/round_NN.prac.safetensors, prac/dense_predictions.safetensors, prac_set.prac.safetensors
+    checkpoints/            mid-level checkpoints (layout inside: `prac_plugin.checkpoint`)
+    sanity/, stability/, full_data/   analyses of levels
     summary.json, summary.csv, summary.md, curve.png
 
 A level is complete when its ``metrics.json`` exists; a re-run continues after the last complete level.
+Every JSON file the package writes carries ``format_version`` = `FORMAT_VERSION`.
 """
 
 from __future__ import annotations
@@ -21,10 +27,31 @@ import torch
 import yaml
 
 from .errors import PracError
-from .io import atomic_save_safetensors, atomic_write_json, atomic_write_text, load_safetensors
+from .io import atomic_path, atomic_save_safetensors, atomic_write_json, atomic_write_text, load_safetensors
 
 RESULT_AFFECTING_SECTIONS = ("model", "data", "train", "ticket", "data_selection")
 FORMAT_VERSION = 1
+
+RECIPE_FILE = "recipe.yaml"
+MASK_FILE = "mask.safetensors"
+WEIGHTS_FILE = "weights.safetensors"
+METRICS_FILE = "metrics.json"
+STRUCTURE_FILE = "structure.json"
+REWIND_OPTIMIZER_FILE = "rewind_optimizer.pt"
+CHECKPOINTS = "checkpoints"
+PRAC_FOLDER = "prac"
+INDEX_SUFFIX = ".prac.safetensors"
+FINAL_SET = "prac_set" + INDEX_SUFFIX
+ANALYSES = ("sanity", "stability", "full_data")
+
+
+def level_name(level: int) -> str:
+    return f"level_{level:02d}"
+
+
+def prac_round_path(run_path: str | Path, level: int) -> Path:
+    """The PrAC set selected after ``level`` in the run at ``run_path`` (a random baseline reads its sizes)."""
+    return Path(run_path) / PRAC_FOLDER / f"round_{level:02d}{INDEX_SUFFIX}"
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> Optional[str]:
@@ -47,7 +74,7 @@ class RunDirectory:
         """Check that ``path`` is free or holds the same recipe; `create` writes it once the run is validated."""
         run = cls(Path(path))
         run._recipe = recipe_dict
-        recipe_file = run.path / "recipe.yaml"
+        recipe_file = run.path / RECIPE_FILE
         if recipe_file.is_file():
             existing = yaml.safe_load(recipe_file.read_text()) or {}
             mine = {k: recipe_dict.get(k) for k in RESULT_AFFECTING_SECTIONS}
@@ -66,12 +93,12 @@ class RunDirectory:
 
     def holds_results(self) -> bool:
         """Whether anything was computed here: a completed level or a mid-level checkpoint."""
-        checkpoints = self.path / "checkpoints"
+        checkpoints = self.checkpoints_dir
         return bool(self.completed_levels()) or (checkpoints.is_dir() and any(checkpoints.iterdir()))
 
     def create(self) -> None:
         """Write the directory and its recipe (a no-op when reopening a run)."""
-        recipe_file = self.path / "recipe.yaml"
+        recipe_file = self.path / RECIPE_FILE
         if not recipe_file.is_file() or self._replace:
             self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(recipe_file, yaml.safe_dump(self._recipe, sort_keys=False))
@@ -80,44 +107,101 @@ class RunDirectory:
     def existing(cls, path: str | Path) -> "RunDirectory":
         """A directory that must already hold a run (for ``prac report``)."""
         run = cls(Path(path))
-        if not (run.path / "recipe.yaml").is_file():
-            raise PracError(f"{str(run.path)!r} is not a prac run directory (no recipe.yaml)")
+        if not (run.path / RECIPE_FILE).is_file():
+            raise PracError(f"{str(run.path)!r} is not a prac run directory (no {RECIPE_FILE})")
         return run
 
     def recipe(self) -> dict:
-        return yaml.safe_load((self.path / "recipe.yaml").read_text())
+        return yaml.safe_load((self.path / RECIPE_FILE).read_text())
 
+    # paths ----------------------------------------------------------------------------------------------
     def level_dir(self, level: int) -> Path:
-        return self.path / f"level_{level:02d}"
+        return self.path / level_name(level)
 
+    def mask_path(self, level: int) -> Path:
+        return self.level_dir(level) / MASK_FILE
+
+    def weights_path(self, level: int) -> Path:
+        return self.level_dir(level) / WEIGHTS_FILE
+
+    def metrics_path(self, level: int) -> Path:
+        return self.level_dir(level) / METRICS_FILE
+
+    def structure_path(self, level: int) -> Path:
+        return self.level_dir(level) / STRUCTURE_FILE
+
+    def state_path(self, name: str) -> Path:
+        """``init`` or ``rewind`` weights."""
+        return self.path / f"{name}.safetensors"
+
+    @property
+    def rewind_optimizer_path(self) -> Path:
+        return self.path / REWIND_OPTIMIZER_FILE
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    def prac_round_path(self, level: int) -> Path:
+        return prac_round_path(self.path, level)
+
+    @property
+    def dense_predictions_path(self) -> Path:
+        return self.path / PRAC_FOLDER / "dense_predictions.safetensors"
+
+    @property
+    def final_set_path(self) -> Path:
+        return self.path / FINAL_SET
+
+    def analysis_path(self, analysis: str, level: int, suffix: str, variant: str = "") -> Path:
+        """``sanity/level_LL.json``, ``stability/level_LL_rewind_bn.png``, ``full_data/level_LL.json``, ..."""
+        if analysis not in ANALYSES:
+            raise ValueError(f"unknown analysis folder {analysis!r}")
+        return self.path / analysis / f"{level_name(level)}{variant}{suffix}"
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.path))
+
+    # contents -------------------------------------------------------------------------------------------
     def completed_levels(self) -> list[int]:
         levels = []
-        while (self.level_dir(len(levels)) / "metrics.json").is_file():
+        while self.metrics_path(len(levels)).is_file():
             levels.append(len(levels))
         return levels
 
     def level_metrics(self, level: int) -> dict:
-        path = self.level_dir(level) / "metrics.json"
+        path = self.metrics_path(level)
         try:
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise PracError(f"level metrics {str(path)!r} cannot be read ({exc.__class__.__name__})") from None
 
     def save_level(self, level: int, mask_save, weights: dict[str, torch.Tensor], metrics: dict) -> None:
-        folder = self.level_dir(level)
-        mask_save(folder / "mask.safetensors")
-        atomic_save_safetensors(weights, folder / "weights.safetensors", {"format": "pt", "level": str(level)})
-        atomic_write_json(folder / "metrics.json", metrics)  # last: marks the level complete
+        mask_save(self.mask_path(level))
+        atomic_save_safetensors(weights, self.weights_path(level), {"format": "pt", "level": str(level)})
+        atomic_write_json(self.metrics_path(level), metrics)  # last: marks the level complete
 
     def level_weights(self, level: int) -> dict[str, torch.Tensor]:
-        return load_safetensors(self.level_dir(level) / "weights.safetensors", what=f"level {level} weights")
+        return load_safetensors(self.weights_path(level), what=f"level {level} weights")
 
     def save_state(self, name: str, weights: dict[str, torch.Tensor], info: Optional[dict] = None) -> None:
-        atomic_save_safetensors(weights, self.path / f"{name}.safetensors", {"format": "pt"})
+        atomic_save_safetensors(weights, self.state_path(name), {"format": "pt"})
         if info is not None:
             atomic_write_json(self.path / f"{name}.json", info)
 
     def load_state(self, name: str) -> tuple[dict[str, torch.Tensor], dict]:
-        weights = load_safetensors(self.path / f"{name}.safetensors", what=f"{name} weights")
+        weights = load_safetensors(self.state_path(name), what=f"{name} weights")
         info_path = self.path / f"{name}.json"
         return weights, json.loads(info_path.read_text()) if info_path.is_file() else {}
+
+    def save_rewind_optimizer(self, state: dict) -> None:
+        with atomic_path(self.rewind_optimizer_path) as tmp:
+            torch.save(state, tmp)
+
+    def load_rewind_optimizer(self) -> dict:
+        try:
+            return torch.load(self.rewind_optimizer_path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise PracError(f"run directory {str(self.path)!r} has no {REWIND_OPTIMIZER_FILE} (the recipe rewinds the optimizer)") from None
+        except Exception as exc:  # a truncated or foreign file: torch's own error types vary
+            raise PracError(f"{str(self.rewind_optimizer_path)!r} cannot be read ({exc.__class__.__name__})") from None

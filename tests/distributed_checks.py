@@ -17,7 +17,7 @@ from prac_plugin.config_schema import from_dict
 from prac_plugin.engine.data import BatchSource, load_data, resolve_normalization
 from prac_plugin.errors import PracError
 from prac_plugin.masks import TicketMask
-from prac_plugin.pipeline import check_same_mask_everywhere
+from prac_plugin.engine.level import check_same_mask_everywhere
 from prac_plugin.recipes import DataSection
 from prac_plugin.selection.disagreement import predictions
 from prac_plugin.selection.forgetting import ForgettingTracker, max_over_processes

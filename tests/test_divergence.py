@@ -50,7 +50,7 @@ def test_train_values_that_cannot_train_are_refused_when_the_recipe_loads(key, v
 
 
 def test_weights_or_buffers_holding_nan_are_never_saved(tiny_net):
-    from prac_plugin.pipeline import check_finite
+    from prac_plugin.engine.level import check_finite
 
     check_finite(tiny_net, 3)  # finite: passes
     tiny_net.fc.bias.data[0] = float("nan")

@@ -215,7 +215,7 @@ def test_torch_compile_and_channels_last_switches(tmp_path):
 
 
 def test_mixed_precision_follows_the_launcher_unless_the_recipe_says_otherwise(monkeypatch):
-    from prac_plugin.pipeline import effective_precision
+    from prac_plugin.engine.setup import effective_precision
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
     assert effective_precision("no") == "bf16" and effective_precision("bf16") == "bf16"
@@ -228,7 +228,7 @@ def test_mixed_precision_follows_the_launcher_unless_the_recipe_says_otherwise(m
 def test_a_finished_levels_optimizer_is_released_from_accelerate():
     from accelerate import Accelerator
 
-    from prac_plugin.pipeline import release_optimizer
+    from prac_plugin.compat.accelerate_private import release_optimizer
 
     accelerator = Accelerator(cpu=True)
     model = torch.nn.Linear(4, 2)

@@ -94,7 +94,7 @@ def test_strategy_from_an_installed_package_entry_point(tmp_path, monkeypatch):
             Options = EvenOptions
 
             def positions_for_level(self, level):
-                return torch.arange(0, len(self.run.data.train), self.options.stride)
+                return torch.arange(0, self.context.train_size, self.options.stride)
     '''))
     dist = tmp_path / "thirdparty_sel-1.0.dist-info"
     dist.mkdir()

@@ -20,12 +20,12 @@ from typing import Optional
 
 from ..io import atomic_write_json, atomic_write_text
 from ..report import pyplot, run_summary, save_figure
-from ..rundir import RESULT_AFFECTING_SECTIONS
+from ..rundir import FORMAT_VERSION, RESULT_AFFECTING_SECTIONS
+from ..strategies import registry
 from .full_data import read_result as full_data_result
 from .runs import completed_run
 
 SEED_KEYS = (("train", "seed"), ("data_selection", "seed"), ("data_selection", "sizes_from"))
-INDEPENDENT_LEVELS = ("cts",)  # each level's ticket needs only level 0 and itself, not the levels between
 CSV_COLUMNS = [
     "strategy", "level", "weights_remaining_pct", "runs", "test_acc_mean", "test_acc_std", "val_acc_mean", "val_acc_std",
     "cumulative_steps_mean", "cumulative_wall_time_s_mean", "full_data_acc_mean", "full_data_acc_std", "full_data_steps_mean",
@@ -96,8 +96,10 @@ def group_runs(paths: list[str]) -> list[Group]:
 
 
 def cost_levels(strategy: str, level: int) -> list[int]:
-    """The levels whose training a level's ticket needs: all before it, or level 0 and itself for CTS."""
-    return [0, level] if strategy in INDEPENDENT_LEVELS and level else list(range(level + 1))
+    """The levels whose training a level's ticket needs: all up to it, or level 0 and itself for a strategy that
+    declares independent levels (CTS)."""
+    independent = registry.get("ticket", strategy).traits.independent_levels if strategy else False
+    return [0, level] if independent and level else list(range(level + 1))
 
 
 def _mean_std(values: list) -> tuple[Optional[float], Optional[float]]:
@@ -143,7 +145,8 @@ def comparison_markdown(groups: list[Group], rows: list[dict]) -> str:
     lines = [
         "# Comparison of runs", "",
         ("Accuracy in %, mean ± sample std over the runs of a group (runs whose recipes differ only in their seeds); "
-         "optimizer steps and wall time summed over the levels a ticket needs (all levels up to it; level 0 and itself for CTS), "
+         "optimizer steps and wall time summed over the levels a ticket needs (all levels up to it; level 0 and itself where the "
+         "strategy's levels are independent, as CTS's are), "
          "mean over runs."),
         "",
         "| strategy | level | weights remaining % | runs | test acc % | val acc % | cumulative optimizer steps | cumulative wall time s |",
@@ -212,6 +215,6 @@ def write_comparison(paths: list[str], output: Optional[str] = None) -> tuple[li
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(folder / "report.csv", buffer.getvalue())
-    atomic_write_json(folder / "report.json", {"format_version": 1, "groups": [{"label": g.label, "runs": g.paths} for g in groups], "rows": rows})
+    atomic_write_json(folder / "report.json", {"format_version": FORMAT_VERSION, "groups": [{"label": g.label, "runs": g.paths} for g in groups], "rows": rows})
     plot_comparison(groups, rows, folder / "report.png")
     return rows, text + f"\nWritten to {folder}/report.{{md,csv,json,png}}\n"

@@ -21,17 +21,13 @@ from typing import Optional, Sequence
 
 from ..errors import PracError
 from ..io import atomic_write_json
-from ..masks import TicketMask
 from ..recipes import parse_recipe
-from .retrain import Retrainer
-from .runs import completed_run, level_file, require_files
-
-FOLDER = "full_data"
-MASK_STRATEGIES = ("ltr",)  # masks pruned level after level from the rewind point (CTS levels train on their own)
-
+from ..rundir import FORMAT_VERSION, RunDirectory
+from .retrain import Retrainer, require_analysis
+from .runs import completed_run, require_files
 
 def result_path(run_path: str | Path, level: int) -> Path:
-    return Path(run_path) / FOLDER / f"level_{level:02d}.json"
+    return RunDirectory(Path(run_path)).analysis_path("full_data", level, ".json")
 
 
 def read_result(run_path: str | Path, level: int) -> Optional[dict]:
@@ -49,10 +45,7 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
         raise PracError(f"--seeds {seeds} must be at least 1")
     run, completed = completed_run(path)
     recipe = run.recipe()
-    strategy = recipe.get("ticket", {}).get("strategy", "ltr")
-    if strategy not in MASK_STRATEGIES:
-        raise PracError(f"run {str(path)!r} used ticket.strategy {strategy!r}; full-data training applies to the masks of "
-                        "ticket.strategy ltr runs, found level after level (typically on a PrAC or random subset)")
+    require_analysis(run, "retrain", "full-data training")
     chosen = [level for level in completed if level > 0] if not levels else list(levels)
     if not chosen:
         raise PracError(f"run {str(path)!r} has no pruned level yet (completed: level 0 only)")
@@ -61,7 +54,7 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
             raise PracError("level 0 is the dense network: it has no mask to train; choose levels of 1 or more")
         if level not in completed:
             raise PracError(f"level {level} of {str(path)!r} is not complete (completed levels: 0..{completed[-1]})")
-    require_files(run, [level_file(level, "mask.safetensors") for level in chosen], "full-data training")
+    require_files(run, [run.relative(run.mask_path(level)) for level in chosen], "full-data training")
     seed_list = [parse_recipe(recipe).train.seed + i for i in range(seeds)]  # as Retrainer.seed
     metrics = [run.level_metrics(level) for level in range(max(chosen) + 1)]
     retrainer: Optional[Retrainer] = None  # built only when a level needs training
@@ -72,7 +65,7 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
             results.append(previous)
             continue
         retrainer = retrainer or Retrainer(run, start="rewind")
-        mask = TicketMask.load(run.level_dir(level) / "mask.safetensors", retrainer.unwrapped)
+        mask = retrainer.load_mask(level)
         accuracy, seconds = [], []
         for seed in seed_list:
             started = time.perf_counter()
@@ -80,7 +73,7 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
             seconds.append(time.perf_counter() - started)
             accuracy.append(retrainer.accuracy())
         result = {
-            "format_version": 1, "run": str(run.path), "level": level,
+            "format_version": FORMAT_VERSION, "run": str(run.path), "level": level,
             "weights_remaining_pct": metrics[level]["weights_remaining_pct"], "split": retrainer.split,
             "start_step": retrainer.start_step, "total_steps": retrainer.schedule.total_steps, "seeds": seed_list,
             "accuracy": accuracy, "mean": statistics.mean(accuracy),

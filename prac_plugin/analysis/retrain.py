@@ -12,23 +12,35 @@ from typing import Optional
 
 import torch
 
+from ..engine.level import LevelRunner, load_start_point, with_seed
 from ..engine.models import create_model
-from ..engine.trainer import Trainer, create_optimizer
+from ..engine.setup import build_engine
 from ..errors import PracError
 from ..io import state_to_cpu
-from ..masks import MaskEnforcer, TicketMask
-from ..pipeline import RunContext, build_engine
-from ..recipes import Recipe, parse_recipe
+from ..masks import TicketMask
+from ..pipeline import schedule_for
+from ..recipes import parse_recipe
 from ..rundir import RunDirectory
-from ..strategies.ltr import rewind_start
+from ..strategies import registry
+from ..strategies.base import LevelPlan, TicketStrategy
 from .runs import require_files
 
 STARTS = ("rewind", "init")
 
 
-def ticket_start(recipe: Recipe) -> str:
-    """Where the recipe's tickets start training: the rewind point, or initialization for CTS searched at init."""
-    return "init" if getattr(recipe.ticket, "search_at", "rewind") == "init" else "rewind"
+def ticket_strategy(recipe) -> type[TicketStrategy]:
+    """The class of a run's ticket strategy (its declarations: traits, start point, rewound optimizer)."""
+    return registry.get("ticket", recipe.ticket.strategy)
+
+
+def require_analysis(run: RunDirectory, analysis: str, what: str) -> type[TicketStrategy]:
+    """The run's ticket strategy class, if it declares ``analysis`` applicable; else one line saying why not."""
+    ticket = run.recipe().get("ticket") or {}
+    strategy = registry.get("ticket", ticket.get("strategy", "ltr") if isinstance(ticket, dict) else "ltr")
+    if analysis not in strategy.traits.analyses:
+        reason = strategy.traits.not_applicable or "the strategy does not declare it"
+        raise PracError(f"{what} does not apply to run {str(run.path)!r}: ticket.strategy {strategy.name!r} ({reason})")
+    return strategy
 
 
 class Retrainer:
@@ -37,28 +49,33 @@ class Retrainer:
     def __init__(self, run: RunDirectory, start: Optional[str] = None):
         self.run = run
         self.recipe = recipe = parse_recipe(run.recipe())
-        self.start = start or ticket_start(recipe)
+        strategy = ticket_strategy(recipe)(recipe.ticket, None)  # declarations only: it plans nothing here
+        self.start = start or strategy.start_point()
         if self.start not in STARTS:
             raise PracError(f"start {self.start!r} is not one of {', '.join(STARTS)}")
-        rewinds_optimizer = self.start == "rewind" and getattr(recipe.ticket, "rewind_optimizer", False)
-        names = ["rewind.safetensors", "rewind.json"] if self.start == "rewind" else ["init.safetensors"]
-        require_files(run, names + (["rewind_optimizer.pt"] if rewinds_optimizer else []), f"training from the {self.start} point")
+        rewinds_optimizer = self.start == "rewind" and strategy.rewinds_optimizer()
+        names = [run.state_path("rewind"), run.path / "rewind.json"] if self.start == "rewind" else [run.state_path("init")]
+        require_files(run, [run.relative(p) for p in names] + ([run.relative(run.rewind_optimizer_path)] if rewinds_optimizer else []),
+                      f"training from the {self.start} point")
+        self.include, self.ignore = strategy.prunable_patterns()
         recipe.run.tracker = "none"  # the analysis writes its own files, not tracker logs
         self.engine = engine = build_engine(recipe, run.path)
-        if "test" in engine.sources or "val" in engine.sources:
-            self.split = "test" if "test" in engine.sources else "val"
-        else:
-            raise PracError(f"the data of {str(run.path)!r} has neither a test nor a validation split to evaluate on")
-        self.schedule = RunContext(recipe, engine.accelerator, engine.data, engine.trainer, run).full_schedule
-        self.start_weights, info = run.load_state(self.start)
-        self.start_step = rewind_start(info, self.schedule) if self.start == "rewind" else 0
-        self.optimizer_state = torch.load(run.path / "rewind_optimizer.pt", weights_only=True) if rewinds_optimizer else None
-        self.model = engine.accelerator.prepare_model(engine.model)
-        self.unwrapped = engine.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        self.split = engine.eval_split
+        train_size = len(engine.data.train)
+        self.schedule = schedule_for(recipe, train_size, train_size)
+        start_point = load_start_point(run, self.start, self.schedule, rewinds_optimizer)
+        self.start_weights, self.start_step, self.optimizer_state = start_point.weights, start_point.step, start_point.optimizer_state
+        engine.use_model(engine.model)
+        self.runner = LevelRunner(engine, log=lambda *_: None)
+        self.model, self.unwrapped = engine.model, engine.unwrapped
 
     @property
     def seed(self) -> int:
         return self.recipe.train.seed
+
+    def load_mask(self, level: int) -> TicketMask:
+        """The mask of a completed level of the run, checked against the model."""
+        return TicketMask.load(self.run.mask_path(level), self.unwrapped)
 
     def fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
         """The weights of a newly initialized model (never pretrained) drawn with ``seed``."""
@@ -70,18 +87,10 @@ class Retrainer:
 
     def train(self, mask: TicketMask, weights: dict[str, torch.Tensor], seed: int, level: int, desc: str) -> dict[str, torch.Tensor]:
         """Train ``weights`` under ``mask`` from the start step to the end with data-order ``seed``; the final state."""
-        acc, unwrapped = self.engine.accelerator, self.unwrapped
-        unwrapped.load_state_dict(weights)
-        enforcer = MaskEnforcer(unwrapped, mask)
-        enforcer.apply()
-        cfg = replace(self.recipe.train, seed=seed)
-        optimizer = acc.prepare_optimizer(create_optimizer(unwrapped, cfg))
-        if self.optimizer_state is not None:
-            optimizer.load_state_dict(self.optimizer_state)
-        trainer = Trainer(acc, cfg, self.engine.sources)
+        plan = LevelPlan(mask, self.start_step, weights=weights, optimizer_state=self.optimizer_state)
         positions = torch.arange(len(self.engine.data.train))
-        trainer.train(self.model, optimizer, enforcer, positions, self.schedule, self.start_step, level, desc=desc)
-        return state_to_cpu(unwrapped)
+        self.runner.run(level, plan, positions, self.schedule, trainer=with_seed(self.engine.trainer, seed), evaluate=(), desc=desc)
+        return state_to_cpu(self.unwrapped)
 
     def accuracy(self, weights: Optional[dict[str, torch.Tensor]] = None) -> float:
         """Accuracy on the evaluation split (test, else validation) of ``weights`` or the current model."""

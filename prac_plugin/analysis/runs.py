@@ -17,11 +17,11 @@ def completed_run(path: str | Path) -> tuple[RunDirectory, list[int]]:
     run = RunDirectory.existing(path)
     levels = run.completed_levels()
     if not levels:
-        raise PracError(f"run directory {str(path)!r} has no completed level (no level_00/metrics.json)")
+        raise PracError(f"run directory {str(path)!r} has no completed level (no {run.relative(run.metrics_path(0))})")
     for level in levels:
         if "format_version" not in run.level_metrics(level):
             raise PracError(
-                f"{str(run.level_dir(level) / 'metrics.json')!r} has no format_version: written by an older prac_plugin; "
+                f"{str(run.metrics_path(level))!r} has no format_version: written by an older prac_plugin; "
                 "re-run its recipe into a new directory"
             )
     return run, levels
@@ -42,7 +42,3 @@ def chosen_level(path: str | Path, level: Optional[int]) -> tuple[RunDirectory, 
     if level not in levels:
         raise PracError(f"level {level} of {str(path)!r} is not complete (completed levels: 0..{levels[-1]})")
     return run, level
-
-
-def level_file(level: int, name: str) -> str:
-    return f"level_{level:02d}/{name}"

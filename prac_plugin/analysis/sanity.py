@@ -20,10 +20,11 @@ from typing import Callable, Optional
 import torch
 
 from ..errors import PracError
-from ..io import atomic_write_json, atomic_write_text, load_safetensors
+from ..io import atomic_write_json, atomic_write_text
 from ..masks import TicketMask, keep_largest
-from .retrain import Retrainer
-from .runs import chosen_level, level_file, require_files
+from ..rundir import FORMAT_VERSION
+from .retrain import Retrainer, require_analysis
+from .runs import chosen_level, require_files
 
 CHECKS = {
     "random": "random pruning at the same per-layer densities",
@@ -96,16 +97,16 @@ def run_sanity(path: str | Path, level: Optional[int] = None, seeds: int = 2) ->
     run, level = chosen_level(path, level)
     if level == 0:
         raise PracError("level 0 is the dense network: nothing was pruned, so there is no ticket to check; choose a level of 1 or more")
-    magnitude = run.recipe().get("ticket", {}).get("strategy") == "ltr"
-    require_files(run, [level_file(level, "mask.safetensors"), level_file(level - 1, "mask.safetensors")]
-                  + ([level_file(level - 1, "weights.safetensors")] if magnitude else []), "the sanity checks")
+    strategy = require_analysis(run, "sanity", "the sanity checks")
+    magnitude = strategy.traits.magnitude_masks
+    require_files(run, [run.relative(run.mask_path(level)), run.relative(run.mask_path(level - 1))]
+                  + ([run.relative(run.weights_path(level - 1))] if magnitude else []), "the sanity checks")
     retrainer = Retrainer(run)
-    model = retrainer.unwrapped
-    ticket = TicketMask.load(run.level_dir(level) / "mask.safetensors", model)
-    checks = [name for name in CHECKS if magnitude or name != "inverted"]  # CTS keeps no magnitude scores
+    ticket = retrainer.load_mask(level)
+    checks = [name for name in CHECKS if magnitude or name != "inverted"]  # a searched mask has no magnitude scores
     if magnitude:
-        previous = TicketMask.load(run.level_dir(level - 1) / "mask.safetensors", model)
-        inverted = inverted_mask(ticket, previous, load_safetensors(run.level_dir(level - 1) / "weights.safetensors", what=f"level {level - 1} weights"))
+        previous = retrainer.load_mask(level - 1)
+        inverted = inverted_mask(ticket, previous, run.level_weights(level - 1))
     start = retrainer.start_weights
     seed_list = [retrainer.seed + i for i in range(seeds)]
     accuracy: dict[str, list[float]] = {name: [] for name in ["ticket"] + checks}
@@ -124,7 +125,7 @@ def run_sanity(path: str | Path, level: Optional[int] = None, seeds: int = 2) ->
             accuracy[name].append(retrainer.accuracy())
     metrics = run.level_metrics(level)
     result = {
-        "format_version": 1, "run": str(run.path), "level": level, "weights_remaining_pct": metrics["weights_remaining_pct"],
+        "format_version": FORMAT_VERSION, "run": str(run.path), "level": level, "weights_remaining_pct": metrics["weights_remaining_pct"],
         "split": retrainer.split, "start": retrainer.start, "start_step": retrainer.start_step,
         "total_steps": retrainer.schedule.total_steps, "seeds": seed_list,
         "variants": {name: {"accuracy": values, **_mean_std(values)} for name, values in accuracy.items()},
@@ -133,9 +134,8 @@ def run_sanity(path: str | Path, level: Optional[int] = None, seeds: int = 2) ->
     if not magnitude:
         result["skipped"] = {"inverted": "the ticket strategy keeps no magnitude scores to invert"}
     if retrainer.engine.accelerator.is_main_process:
-        folder = run.path / "sanity"
-        atomic_write_json(folder / f"level_{level:02d}.json", result)
-        atomic_write_text(folder / f"level_{level:02d}.md", sanity_markdown(result))
+        atomic_write_json(run.analysis_path("sanity", level, ".json"), result)
+        atomic_write_text(run.analysis_path("sanity", level, ".md"), sanity_markdown(result))
     return result
 
 

@@ -16,10 +16,10 @@ from torch import nn
 
 from ..errors import PracError
 from ..io import atomic_write_json
-from ..masks import TicketMask
 from ..report import pyplot, save_figure
-from .retrain import STARTS, Retrainer
-from .runs import chosen_level, level_file, require_files
+from ..rundir import FORMAT_VERSION
+from .retrain import STARTS, Retrainer, require_analysis
+from .runs import chosen_level, require_files
 
 State = dict[str, torch.Tensor]
 
@@ -81,10 +81,11 @@ def run_stability(path: str | Path, level: Optional[int] = None, points: int = 1
     if start not in STARTS:
         raise PracError(f"--start {start!r} is not one of {', '.join(STARTS)}")
     run, level = chosen_level(path, level)
-    require_files(run, [level_file(level, "mask.safetensors")], "linear mode connectivity")
+    require_analysis(run, "stability", "linear mode connectivity")
+    require_files(run, [run.relative(run.mask_path(level))], "linear mode connectivity")
     retrainer = Retrainer(run, start)
     model = retrainer.unwrapped
-    mask = TicketMask.load(run.level_dir(level) / "mask.safetensors", model)
+    mask = retrainer.load_mask(level)
     seeds = [retrainer.seed, retrainer.seed + 1]
     ends = [retrainer.train(mask, retrainer.start_weights, seed, level, desc=f"stability copy seed {seed}") for seed in seeds]
     recompute = None
@@ -98,15 +99,15 @@ def run_stability(path: str | Path, level: Optional[int] = None, points: int = 1
     alphas = [i / (points - 1) for i in range(points)]
     errors = error_along_path(model, ends[0], ends[1], alphas, lambda: 1.0 - retrainer.accuracy(), recompute)
     result = {
-        "format_version": 1, "run": str(run.path), "level": level, "weights_remaining_pct": run.level_metrics(level)["weights_remaining_pct"],
+        "format_version": FORMAT_VERSION, "run": str(run.path), "level": level, "weights_remaining_pct": run.level_metrics(level)["weights_remaining_pct"],
         "start": start, "start_step": retrainer.start_step, "total_steps": retrainer.schedule.total_steps, "seeds": seeds,
         "split": retrainer.split, "recompute_bn": recompute_bn, "norm_layers": len(norm_layers(model)),
         "alphas": alphas, "errors": errors, "endpoint_errors": [errors[0], errors[-1]], "barrier": barrier(errors),
     }
     if retrainer.engine.accelerator.is_main_process:
-        stem = run.path / "stability" / f"level_{level:02d}_{start}{'_bn' if recompute_bn else ''}"
-        atomic_write_json(stem.with_suffix(".json"), result)
-        plot_path(result, stem.with_suffix(".png"))
+        variant = f"_{start}{'_bn' if recompute_bn else ''}"
+        atomic_write_json(run.analysis_path("stability", level, ".json", variant), result)
+        plot_path(result, run.analysis_path("stability", level, ".png", variant))
     return result
 
 

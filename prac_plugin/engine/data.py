@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import datasets
 import numpy as np
@@ -25,8 +25,10 @@ from safetensors.torch import load_file
 
 from ..errors import PracError
 from ..io import atomic_save_safetensors
-from ..recipes import DataSection
 from .builtin_datasets import load_builtin
+
+if TYPE_CHECKING:  # recipes import the strategies, which use the engine: types only here
+    from ..recipes import DataSection
 
 IMAGE_COLUMNS = ("image", "img")
 LABEL_COLUMNS = ("label", "labels", "fine_label")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import difflib
 
 import timm
 import torch
 
 from ..errors import PracError
-from ..recipes import ModelSection
 from . import models_lth  # noqa: F401  (registers lenet_300_100, cifar_resnet*, cifar_vgg16 into timm)
+
+if TYPE_CHECKING:  # recipes import the strategies, which use the engine: types only here
+    from ..recipes import ModelSection
 
 
 def model_kwargs(cfg: ModelSection, num_classes: int, in_chans: int) -> dict:

@@ -20,6 +20,7 @@ from timm.optim import create_optimizer_v2
 from tqdm.auto import tqdm
 
 from ..checkpoint import CheckpointPolicy
+from ..compat.accelerate_private import unwrapped_optimizer
 from ..errors import PracError
 from ..masks import MaskEnforcer
 from ..recipes import TrainSection
@@ -126,8 +127,8 @@ def _direct_optimizer(accelerator: Accelerator, optimizer):
     ``zero_grad``: about 0.25 ms per step on a CPU, measured in benchmarks/engine_overhead.py).
     """
     plain = accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
-    inner = getattr(optimizer, "optimizer", None)
-    if plain and inner is not None and getattr(optimizer, "scaler", None) is None and accelerator.gradient_accumulation_steps == 1:
+    inner, scaler = unwrapped_optimizer(optimizer)
+    if plain and inner is not None and scaler is None and accelerator.gradient_accumulation_steps == 1:
         return inner
     return optimizer
 

@@ -12,9 +12,9 @@ import torch
 
 from .. import __version__
 from .forgetting import ForgettingTracker
-from .index_file import SUFFIX, PracIndex
+from ..rundir import FINAL_SET  # noqa: F401  (where `prac run` and the timm hook write the final set)
+from .index_file import PracIndex
 
-FINAL_SET = "prac_set" + SUFFIX
 CRITERIA = ("both", "cet", "cep")
 
 

@@ -1,20 +1,33 @@
 """The two strategy interfaces: which weights form the ticket, and which examples train it.
 
-One training loop (``prac_plugin.pipeline``) serves every strategy: per level it asks the ticket
-strategy for the starting weights, mask and step, asks the data-selection strategy for the examples,
-trains, and hands both strategies the result.
+Strategies plan; the engine runs. The engine (`prac_plugin.engine.level`) owns every level's life: it trains
+level 0 (the dense network) itself, keeping the initialization and the rewind point, and for every later level
+asks the ticket strategy for a `LevelPlan` (the mask, and the weights and step the level starts from) and the
+data-selection strategy for the examples; then it trains, evaluates, saves and releases the level.
+
+Strategies get narrow inputs (`TicketContext`, `SelectionContext`), not the whole run, and declare what
+they are (`TicketTraits`): the analyses, the report and the CLI read those declarations instead of matching
+strategy names, so a third-party strategy gets the behaviour it declares.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import torch
 
 if TYPE_CHECKING:
+    from ..engine.data import BatchSource, Split
     from ..masks import TicketMask
-    from ..pipeline import RunContext
+    from ..rundir import RunDirectory
+
+ANALYSES = {
+    "sanity": "sanity checks",
+    "stability": "linear mode connectivity",
+    "retrain": "training tickets on the full data",
+}
 
 
 @dataclass
@@ -24,51 +37,167 @@ class StrategyOptions:
     strategy: str = field(default="", init=False)
 
 
+@dataclass(frozen=True)
+class TicketTraits:
+    """What a ticket strategy is, declared once and read by the engine, the analyses and the CLI.
+
+    ``levels_option``: the recipe key holding the number of pruned levels (None: the levels follow from other
+    options, e.g. one per CTS density). ``independent_levels``: a level's ticket needs only level 0 and its own
+    training, not the levels between (cost accounting in `prac report`). ``magnitude_masks``: masks are pruned by
+    magnitude from the previous level's weights (so inverted scores are a sanity check). ``changes_architecture``:
+    each level is a smaller model, not a mask on the dense one. ``analyses``: which of `ANALYSES` apply, and
+    ``not_applicable``: why the others do not (said in one line when a user asks for one).
+    """
+
+    levels_option: Optional[str] = "levels"
+    independent_levels: bool = False
+    magnitude_masks: bool = False
+    changes_architecture: bool = False
+    analyses: frozenset = frozenset(ANALYSES)
+    not_applicable: str = ""
+
+
 @dataclass
 class LevelPlan:
-    """How a level starts: the mask, the step the schedule resumes at, and callbacks at given steps.
+    """How a pruned level starts: its mask, the weights and step it trains from, and what to record.
 
-    ``model``, when set, replaces the current model from this level on (a structured ticket is a smaller
-    architecture); the pipeline re-prepares it with Accelerate and builds the optimizer on it. ``info`` is
-    recorded in the level's metrics and may replace the mask-based figures (``weights_remaining_pct``, ...).
+    ``weights`` (a state dict) are loaded into the model by the engine; ``model``, when set, replaces the current
+    model from this level on (a structured ticket is a smaller architecture) and already holds its start weights.
+    ``size`` replaces the mask-based size figures of the level's metrics (keys in `SIZE_KEYS`: the structured
+    ticket's size against the dense model); ``info`` adds strategy figures, which may not replace the engine's.
     """
 
     mask: "TicketMask"
     start_step: int = 0
+    weights: Optional[dict[str, torch.Tensor]] = None
     optimizer_state: Optional[dict] = None
     step_callbacks: dict[int, Callable[[Any, Any], None]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    size: dict = field(default_factory=dict)
     model: Optional[torch.nn.Module] = None
 
 
+SIZE_KEYS = frozenset({
+    "weights_remaining_pct", "sparsity_pct", "prunable_weights", "remaining_weights", "layers",
+    "macs", "dense_macs", "macs_remaining_pct", "params", "dense_params", "params_remaining_pct",
+})
+
+
+@dataclass
+class StartPoint:
+    """Where a pruned level's weights start: the rewind point (or initialization), loaded by the engine."""
+
+    name: str  # "rewind" or "init"
+    weights: dict[str, torch.Tensor]
+    step: int
+    optimizer_state: Optional[dict] = None
+
+
+@dataclass
+class TicketContext:
+    """What a ticket strategy may use: the run folder (to read earlier levels and write its own level files),
+    the model's description, and for searches un-augmented training batches and cross-process averaging."""
+
+    run_dir: "RunDirectory"
+    is_main_process: bool
+    model_spec: dict  # {"name", "kwargs", "input_size"}: enough to build the dense model again
+    train_size: int
+    seed: int
+    train_batches: Callable[[torch.Tensor, int], Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
+    reduce_mean: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor
+    autocast: Callable[[], AbstractContextManager] = nullcontext
+
+
 class TicketStrategy:
-    """Decides which weights survive at each level and where their values come from."""
+    """Decides which weights survive at each pruned level and where their values come from."""
 
     kind = "ticket"
     name = ""
     Options = StrategyOptions
+    traits = TicketTraits()
 
-    def __init__(self, options: Any, run: "RunContext"):
-        self.options, self.run = options, run
+    def __init__(self, options: Any, context: TicketContext):
+        self.options, self.context = options, context
 
+    # declarations from the options ------------------------------------------------------------------------
     @property
     def num_levels(self) -> int:
-        """Number of levels after the dense level 0."""
+        """Number of pruned levels after the dense level 0."""
         raise NotImplementedError
 
-    def check(self, first_schedule: Any) -> None:
-        """Raise a `PracError` for options that cannot work with level 0's schedule, before anything is written."""
+    def prunable_patterns(self) -> tuple[list[str], list[str]]:
+        """(include, ignore) globs choosing the prunable weights (default: every Conv and Linear weight)."""
+        return [], []
 
-    def plan_level(self, level: int, model: torch.nn.Module, schedule: Any) -> LevelPlan:
-        """Set ``model``'s starting weights for ``level`` (trained on ``schedule``) and return its plan."""
+    def rewind_point(self) -> str:
+        """The rewind point level 0 keeps ("0it": initialization)."""
+        return "0it"
+
+    def step_fraction(self) -> float:
+        """The share of the remaining weights one magnitude-pruning step removes (early-bird compares such masks)."""
+        return 0.2
+
+    def start_point(self) -> str:
+        """Where pruned levels start training: ``rewind`` or ``init``."""
+        return "rewind"
+
+    def rewinds_optimizer(self) -> bool:
+        """Whether pruned levels start from the optimizer state saved at the rewind point."""
+        return False
+
+    # planning ---------------------------------------------------------------------------------------------
+    def check(self, model: torch.nn.Module, first_schedule: Any) -> None:
+        """Raise a `PracError` for options that cannot work with this model or level 0's schedule, before
+        anything is written (the rewind point itself is checked by the engine)."""
+
+    def plan_dense(self, model: torch.nn.Module, plan: LevelPlan) -> None:
+        """Add this strategy's figures (and files) to the engine's plan of level 0; ``model`` is the dense model."""
+
+    def plan(self, level: int, previous: "PreviousLevel", start: StartPoint, resumed_mask: Optional["TicketMask"] = None) -> LevelPlan:
+        """The plan of pruned ``level``: from the previous level's result and the start point.
+
+        ``resumed_mask`` is the mask a checkpoint of this level trained with: a strategy whose mask is costly to
+        find (a search) returns it instead of finding it again.
+        """
         raise NotImplementedError
 
     def restore_model(self, level: int, model: torch.nn.Module) -> torch.nn.Module:
         """The model a resumed run continues from, ``level`` being its last completed level: by default
         ``model`` (freshly created) with that level's saved weights; a strategy that changes the architecture
         rebuilds it first."""
-        model.load_state_dict(self.run.run_dir.level_weights(level))
+        model.load_state_dict(self.context.run_dir.level_weights(level))
         return model
+
+
+@dataclass
+class PreviousLevel:
+    """The result of the level before the one being planned: its trained model (unwrapped) and its mask."""
+
+    level: int
+    model: torch.nn.Module
+    mask: "TicketMask"
+
+
+@dataclass
+class SelectionContext:
+    """What a data-selection strategy may use: the training split (rows, labels), batches of it for
+    un-augmented predictions, the run folder for its files, and the provenance written into index files."""
+
+    run_dir: "RunDirectory"
+    is_main_process: bool
+    device: torch.device
+    train: "Split"
+    train_source: "BatchSource"
+    eval_batch_size: int
+    dataset_signature: dict
+    class_names: Optional[list]
+    provenance: dict  # model name, val_fraction, split_seed: written into index files
+    pruning: tuple[float, list[str], list[str]]  # (fraction, include, ignore) of one magnitude-pruning step
+    wait_for_everyone: Callable[[], None] = lambda: None
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train)
 
 
 class DataSelectionStrategy:
@@ -78,8 +207,8 @@ class DataSelectionStrategy:
     name = ""
     Options = StrategyOptions
 
-    def __init__(self, options: Any, run: "RunContext"):
-        self.options, self.run = options, run
+    def __init__(self, options: Any, context: SelectionContext):
+        self.options, self.context = options, context
 
     @property
     def budget(self) -> str:

@@ -1,5 +1,5 @@
-"""Concrete Ticket Search as a ticket strategy: level 0 trains the dense network (and keeps the rewind
-point, as LTR does); level i searches the mask of density ``densities[i-1]`` at the rewind point (or at
+"""Concrete Ticket Search as a ticket strategy: level 0 (the engine's) trains the dense network and keeps the
+rewind point; level i searches the mask of density ``densities[i-1]`` at the rewind point (or at
 initialization) and trains that ticket from there to the end. Levels are independent of each other."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import torch
 from ..errors import PracError
 from ..masks import prunable_parameter_names
 from ..search.concrete import ConcreteSearchConfig, concrete_ticket_search
-from .base import LevelPlan, StrategyOptions
-from .ltr import LotteryTicketRewinding, rewind_start
+from .base import LevelPlan, StrategyOptions, TicketStrategy, TicketTraits
 from .registry import register
 
 
@@ -62,53 +61,65 @@ class CTSOptions(StrategyOptions):
 
 
 @register
-class ConcreteTicketSearch(LotteryTicketRewinding):
+class ConcreteTicketSearch(TicketStrategy):
     name = "cts"
     Options = CTSOptions
+    traits = TicketTraits(levels_option=None, independent_levels=True, analyses=frozenset({"sanity", "stability"}),
+                          not_applicable="its levels are searched at the rewind point, not pruned from the previous level on a subset")
 
     @property
     def num_levels(self) -> int:
         return len(self.options.densities)
 
+    def prunable_patterns(self):
+        return list(self.options.include), list(self.options.ignore)
+
+    def rewind_point(self) -> str:
+        return self.options.rewind
+
+    def start_point(self) -> str:
+        return self.options.search_at
+
+    def rewinds_optimizer(self) -> bool:
+        return self.options.rewind_optimizer and self.options.search_at == "rewind"
+
     def _search_batches(self, batch_size: int, seed: int):
-        source, n = self.run.trainer.sources["train"], len(self.run.data.train)
+        context = self.context
 
         def batches(epoch: int):
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-            for images, labels, _ in source.batches(order, batch_size, training=False):  # un-augmented
+            order = torch.randperm(context.train_size, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+            for images, labels, _ in context.train_batches(order, batch_size):  # un-augmented
                 yield images, labels
 
         return batches
 
-    def plan_level(self, level, model, schedule) -> LevelPlan:
-        if level == 0:
-            return super().plan_level(0, model, schedule)
-        opts, run = self.options, self.run
+    def plan(self, level, previous, start, resumed_mask=None) -> LevelPlan:
+        """Search the mask of density ``densities[level-1]`` on the start weights (the previous level is not used);
+        a resumed level keeps the mask its checkpoint trained with instead of searching again."""
+        opts, context = self.options, self.context
         density = opts.densities[level - 1]
-        weights, info = run.run_dir.load_state("rewind" if opts.search_at == "rewind" else "init")
-        model.load_state_dict(weights)
-        start = rewind_start(info, schedule) if opts.search_at == "rewind" else 0
+        plan = LevelPlan(None, start.step, weights=start.weights, optimizer_state=start.optimizer_state,  # type: ignore[arg-type]
+                         info={"rewind_step": start.step, "cts_target_density": density})
+        if resumed_mask is not None:
+            plan.mask = resumed_mask
+            return plan
+        model = previous.model
+        model.load_state_dict(start.weights)
         names = prunable_parameter_names(model, opts.include, opts.ignore)
         batch_size = opts.search_batch_size
-        steps = opts.search_steps or max(1, round(opts.search_epochs * -(-len(run.data.train) // batch_size)))
+        steps = opts.search_steps or max(1, round(opts.search_epochs * -(-context.train_size // batch_size)))
         cfg = ConcreteSearchConfig(
             density, steps, lr=opts.lr, decay_at=opts.decay_at, temperature=opts.temperature, final_temperature=opts.final_temperature,
             objective=opts.objective, loss_scale=opts.loss_scale, target_factor=opts.target_factor,
-            sparsity_control=opts.sparsity_control, dual_lr=opts.dual_lr, concrete_form=opts.concrete_form, seed=run.recipe.train.seed + level,
+            sparsity_control=opts.sparsity_control, dual_lr=opts.dual_lr, concrete_form=opts.concrete_form, seed=context.seed + level,
         )
-        accelerator = run.accelerator
-        reduce = (lambda g: accelerator.reduce(g, "mean")) if accelerator.num_processes > 1 else (lambda g: g)
-        with accelerator.autocast():
-            result = concrete_ticket_search(model, names, self._search_batches(batch_size, cfg.seed), cfg, reduce)
-        optimizer_state = None
-        if opts.rewind_optimizer and opts.search_at == "rewind":
-            optimizer_state = torch.load(run.run_dir.path / "rewind_optimizer.pt", weights_only=True)
-        return LevelPlan(
-            result.mask, start, optimizer_state=optimizer_state,
-            info={
-                "rewind_step": start, "cts_target_density": density, "cts_expected_density": result.expected_density,
-                "cts_search_steps": result.steps, "cts_search_forward_passes": result.forward_passes,
-                "cts_search_backward_passes": result.backward_passes, "cts_search_wall_time_s": result.wall_time,
-                "cts_search_history": result.history,
-            },
-        )
+        with context.autocast():
+            result = concrete_ticket_search(model, names, self._search_batches(batch_size, cfg.seed), cfg, context.reduce_mean)
+        plan.mask = result.mask
+        plan.info.update({
+            "cts_expected_density": result.expected_density,
+            "cts_search_steps": result.steps, "cts_search_forward_passes": result.forward_passes,
+            "cts_search_backward_passes": result.backward_passes, "cts_search_wall_time_s": result.wall_time,
+            "cts_search_history": result.history,
+        })
+        return plan

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Optional
 
 import torch
 
 from ..errors import PracError
+from ..rundir import prac_round_path
 from ..selection.index_file import PracIndex
 from .base import DataSelectionStrategy, StrategyOptions
 from .registry import register
@@ -46,18 +46,16 @@ class RandomSubset(DataSelectionStrategy):
     name = "random"
     Options = RandomOptions
 
-    def __init__(self, options, run):
-        super().__init__(options, run)
-        if options.sizes_from is not None and not (Path(options.sizes_from) / "prac").is_dir():
+    def __init__(self, options, context):
+        super().__init__(options, context)
+        if options.sizes_from is not None and not prac_round_path(options.sizes_from, 0).parent.is_dir():
             raise PracError(f"data_selection.sizes_from {options.sizes_from!r} is not a PrAC run directory (no prac/ folder)")
 
     def _size(self, level: int, n: int) -> int:
         """``fraction`` of the split, or the size of the set a PrAC run trained level ``level`` on."""
         if self.options.sizes_from is None:
             return max(1, round(self.options.fraction * n))
-        from .prac import round_file
-
-        path = Path(self.options.sizes_from) / round_file(level - 1)
+        path = prac_round_path(self.options.sizes_from, level - 1)
         if not path.is_file():
             raise PracError(f"data_selection.sizes_from: {str(path)!r} does not exist (the PrAC run has no round {level - 1} set)")
         return len(PracIndex.load(path))
@@ -66,11 +64,11 @@ class RandomSubset(DataSelectionStrategy):
         opts = self.options
         if level == 0 and (opts.full_first_level or opts.sizes_from):
             return None
-        n = len(self.run.data.train)
+        n = self.context.train_size
         draw = level if opts.resample_each_level else 1
         generator = torch.Generator().manual_seed(opts.seed * 1_000_003 + draw)
         return torch.randperm(n, generator=generator)[: self._size(level, n)].sort().values
 
     def end_level(self, level, model) -> dict:
         positions = self.positions_for_level(level)
-        return {"selected_examples": len(self.run.data.train) if positions is None else int(positions.numel())}
+        return {"selected_examples": self.context.train_size if positions is None else int(positions.numel())}

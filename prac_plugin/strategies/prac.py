@@ -20,15 +20,10 @@ from ..io import atomic_save_safetensors, load_safetensors
 from ..selection.disagreement import predictions
 from ..selection.early_bird import EarlyBird
 from ..selection.forgetting import ForgettingTracker, max_over_processes
-from ..selection.index_file import PracIndex, dataset_signature
-from ..selection.prac_set import FINAL_SET, SUFFIX, critical_set, set_index, set_metadata
+from ..selection.index_file import PracIndex
+from ..selection.prac_set import critical_set, set_index, set_metadata
 from .base import DataSelectionStrategy, StrategyOptions
 from .registry import register
-
-
-
-def round_file(level: int) -> str:
-    return f"prac/round_{level:02d}{SUFFIX}"
 
 
 @dataclass
@@ -50,9 +45,9 @@ class PracOptions(StrategyOptions):
             raise PracError(f"data_selection.select_rounds = {self.select_rounds} must be 0 or more")
 
 
-def _set_positions(run, level: int) -> torch.Tensor:
-    index = PracIndex.load(run.run_dir.path / round_file(level))
-    return index.positions_in(run.data.train.row_ids, f"round {level} set")
+def _set_positions(context, level: int) -> torch.Tensor:
+    index = PracIndex.load(context.run_dir.prac_round_path(level))
+    return index.positions_in(context.train.row_ids, f"round {level} set")
 
 
 @register
@@ -60,25 +55,24 @@ class PracSelection(DataSelectionStrategy):
     name = "prac"
     Options = PracOptions
 
-    def __init__(self, options, run):
-        super().__init__(options, run)
+    def __init__(self, options, context):
+        super().__init__(options, context)
         self.tracker: Optional[ForgettingTracker] = None
         self.early_bird: Optional[EarlyBird] = None
 
     def positions_for_level(self, level: int):
-        return None if level == 0 else _set_positions(self.run, level - 1)
+        return None if level == 0 else _set_positions(self.context, level - 1)
 
     def batch_observer(self, level: int):
-        self.tracker = ForgettingTracker(len(self.run.data.train), self.run.accelerator.device)
+        self.tracker = ForgettingTracker(self.context.train_size, self.context.device)
         return self.tracker.update
 
     def epoch_hook(self, level: int):
         """Fold the epoch into the forgetting counts, then ask early-bird (when on) whether to stop."""
         self.early_bird = None
         if self.options.early_bird:
-            ticket = self.run.recipe.ticket
-            self.early_bird = EarlyBird(getattr(ticket, "fraction", 0.2), self.options.early_bird_eps, self.options.early_bird_window,
-                                        getattr(ticket, "include", ()), getattr(ticket, "ignore", ()))
+            fraction, include, ignore = self.context.pruning
+            self.early_bird = EarlyBird(fraction, self.options.early_bird_eps, self.options.early_bird_window, include, ignore)
 
         def hook(epoch: int, model: torch.nn.Module) -> bool:
             self.tracker.end_epoch(max_over_processes)
@@ -98,15 +92,14 @@ class PracSelection(DataSelectionStrategy):
             self.early_bird.load_state_dict(state["early_bird"])
 
     def end_level(self, level: int, model: torch.nn.Module) -> dict:
-        opts, run = self.options, self.run
-        batch = run.recipe.train.eval_batch_size
+        opts, context = self.options, self.context
         self.tracker.end_epoch(max_over_processes)  # the level's last (possibly partial) epoch
         cet = self.tracker.critical(opts.forgetting_threshold).cpu()
-        dense_file = run.run_dir.path / "prac" / "dense_predictions.safetensors"
+        dense_file = context.run_dir.dense_predictions_path
         # the whole split, un-augmented, each process scoring its share (see `predictions`)
-        current = predictions(model, run.trainer.sources["train"], batch).cpu()  # one forward pass per example in all
+        current = predictions(model, context.train_source, context.eval_batch_size).cpu()  # one forward pass per example in all
         if level == 0:
-            if run.is_main_process:
+            if context.is_main_process:
                 atomic_save_safetensors({"predictions": current}, dense_file)
             cep = torch.zeros_like(cet)
             chosen = cet if opts.criteria != "cep" else torch.ones_like(cet)  # CEP needs a sparse model: none yet
@@ -120,31 +113,31 @@ class PracSelection(DataSelectionStrategy):
                 f"the PrAC set of round {level} is empty (no example forgotten more than {opts.forgetting_threshold} times"
                 f"{'' if level == 0 else ' nor changed by pruning'}); lower data_selection.forgetting_threshold or train longer"
             )
-        if run.is_main_process:
+        if context.is_main_process:
             self._write(level, positions, cet, cep, model)
-        run.accelerator.wait_for_everyone()
+        context.wait_for_everyone()
         trained = int((self.tracker.presentations > 0).sum())
         return {
             "prac_set_size": int(positions.numel()),
-            "prac_set_fraction": positions.numel() / len(run.data.train),
+            "prac_set_fraction": positions.numel() / context.train_size,
             "cet_count": int(cet.sum()),
             "cep_count": int(cep.sum()),
             "never_learned_count": int(self.tracker.never_learned.sum()),
             "examples_trained": trained,
-            "selection_forward_passes": len(run.data.train),
+            "selection_forward_passes": context.train_size,
         }
 
     def _write(self, level, positions, cet, cep, model) -> None:
-        run, opts, data = self.run, self.options, self.run.data
+        context, opts = self.context, self.options
+        provenance = dict(context.provenance)
         metadata = set_metadata(
-            dataset_signature(data), run.recipe.model.name, model,
+            context.dataset_signature, provenance.pop("model"), model,
             opts.criteria if level else ("cet" if opts.criteria != "cep" else "full"), opts.forgetting_threshold,
-            data.class_names, "prac_plugin PrAC selection",
-            round=level, val_fraction=run.recipe.data.val_fraction, split_seed=run.recipe.data.split_seed,
+            context.class_names, "prac_plugin PrAC selection", round=level, **provenance,
         )
-        index = set_index(self.tracker, positions, data.train.row_ids, data.train.labels, cet, cep, metadata)
-        index.save(run.run_dir.path / round_file(level))
-        index.save(run.run_dir.path / FINAL_SET)
+        index = set_index(self.tracker, positions, context.train.row_ids, context.train.labels, cet, cep, metadata)
+        index.save(context.run_dir.prac_round_path(level))
+        index.save(context.run_dir.final_set_path)
 
 
 @dataclass
@@ -165,12 +158,12 @@ class IndexSelection(DataSelectionStrategy):
     name = "index"
     Options = IndexOptions
 
-    def __init__(self, options, run):
-        super().__init__(options, run)
+    def __init__(self, options, context):
+        super().__init__(options, context)
         index = PracIndex.load(options.path)
         where = f"index file {options.path!r}"
-        index.check_dataset(dataset_signature(run.data), where)
-        self.positions = index.positions_in(run.data.train.row_ids, where)
+        index.check_dataset(context.dataset_signature, where)
+        self.positions = index.positions_in(context.train.row_ids, where)
         self.index = index
 
     def positions_for_level(self, level: int):
@@ -178,4 +171,4 @@ class IndexSelection(DataSelectionStrategy):
 
     def end_level(self, level, model) -> dict:
         positions = self.positions_for_level(level)
-        return {"selected_examples": len(self.run.data.train) if positions is None else int(positions.numel())}
+        return {"selected_examples": self.context.train_size if positions is None else int(positions.numel())}

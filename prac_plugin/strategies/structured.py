@@ -1,6 +1,6 @@
 """Structured lottery tickets: channel-level IMP with rewinding, each level a physically smaller timm model.
 
-Level 0 trains the dense network and keeps the rewind point (as LTR does). Level L scores the channel groups
+Level 0 (the engine's) trains the dense network and keeps the rewind point. Level L scores the channel groups
 of level L-1's trained model by group magnitude (torch-pruning's dependency graph couples every layer a channel
 touches), removes a fraction of the remaining channels, then replays the whole pruning history on a fresh dense
 model holding the rewind weights: the kept channels restart from exactly their rewind values, BN running
@@ -10,13 +10,13 @@ statistics included. That compact model replaces the previous one and trains fro
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 import torch
 
 from .. import __version__
-from ..engine.models import model_kwargs
 from ..errors import PracError
 from ..io import atomic_write_json
 from ..masks import TicketMask, prunable_parameter_names
@@ -24,9 +24,8 @@ from ..rewind import RewindPoint
 from ..structured.channels import (
     ChannelPruning, check_forward, count_macs_params, create_dense, example_input, prune_level, replay,
 )
-from ..structured.ticket import FORMAT_VERSION, STRUCTURE_FILE, read_structure
-from .base import LevelPlan, StrategyOptions
-from .ltr import LotteryTicketRewinding, rewind_start
+from ..structured.ticket import FORMAT_VERSION, read_structure
+from .base import LevelPlan, StrategyOptions, TicketStrategy, TicketTraits
 from .registry import register
 
 
@@ -43,8 +42,6 @@ class StructuredOptions(StrategyOptions):
     importance_p: Literal[1, 2] = 2
     normalizer: Literal["mean", "max", "sum", "none"] = "mean"
     round_to: Optional[int] = None
-    # not a recipe key: optimizer state does not fit the pruned shapes, so every level starts a fresh optimizer
-    rewind_optimizer = False
 
     def __post_init__(self):
         if self.levels < 0:
@@ -66,7 +63,7 @@ class StructuredOptions(StrategyOptions):
 
 def size_metrics(model: torch.nn.Module, dense: torch.nn.Module, example: torch.Tensor, include, ignore) -> dict:
     """A level's size against the dense model: prunable weights (as LTR counts them, so curves compare), all
-    parameters and MACs; these replace the pipeline's mask-based figures, which see only the compact model."""
+    parameters and MACs; these replace the engine's mask-based figures, which see only the compact model."""
     names = prunable_parameter_names(dense, include, ignore)
     mine, theirs = dict(model.named_parameters()), dict(dense.named_parameters())
     layers = [{"name": n, "total": theirs[n].numel(), "remaining": mine[n].numel(), "density": mine[n].numel() / theirs[n].numel()} for n in names]
@@ -82,24 +79,37 @@ def size_metrics(model: torch.nn.Module, dense: torch.nn.Module, example: torch.
 
 
 @register
-class StructuredTicket(LotteryTicketRewinding):
+class StructuredTicket(TicketStrategy):
     name = "structured"
     Options = StructuredOptions
+    traits = TicketTraits(changes_architecture=True, analyses=frozenset(),
+                          not_applicable="its tickets are smaller architectures, not masks on the dense model")
 
-    def __init__(self, options, run):
-        super().__init__(options, run)
-        data = run.data
-        self.base_structure = {
-            "format_version": FORMAT_VERSION, "package_version": __version__,
-            "model": {"name": run.recipe.model.name, "kwargs": model_kwargs(run.recipe.model, data.num_classes, data.in_chans)},
-            "input_size": [int(data.in_chans), *map(int, data.image_size)],
-        }
-        self.example = example_input(self.base_structure)
+    @functools.cached_property
+    def base_structure(self) -> dict:
+        """The dense model's structure (no pruning history): what every level's structure file starts from."""
+        return {"format_version": FORMAT_VERSION, "package_version": __version__, **self.context.model_spec}
 
-    def check(self, first_schedule) -> None:
-        """Before anything is written: the rewind point, and one trial level on a throwaway dense model (a model
-        torch-pruning cannot trace, or one that does not run once pruned, fails here, naming the layer)."""
-        super().check(first_schedule)
+    @functools.cached_property
+    def example(self) -> torch.Tensor:
+        return example_input(self.base_structure)
+
+    @property
+    def num_levels(self) -> int:
+        return self.options.levels
+
+    def prunable_patterns(self):
+        return list(self.options.include), list(self.options.ignore)
+
+    def rewind_point(self) -> str:
+        return self.options.rewind
+
+    def step_fraction(self) -> float:
+        return self.options.fraction
+
+    def check(self, model, first_schedule) -> None:
+        """Before anything is written: one trial level on a throwaway dense model (a model torch-pruning cannot
+        trace, or one that does not run once pruned, fails here, naming the layer)."""
         dense = create_dense(self.base_structure)
         segment, _ = prune_level(copy.deepcopy(dense), self.example, self.options.pruning(), dense)
         if not segment["history"]:
@@ -111,46 +121,45 @@ class StructuredTicket(LotteryTicketRewinding):
     # structure files ------------------------------------------------------------------------------------
     def structure(self, level: int) -> dict:
         """The structure of ``level``'s ticket, from its level folder (level 0: the dense model, no history)."""
-        return read_structure(self.run.run_dir.level_dir(level) / STRUCTURE_FILE)
+        return read_structure(self.context.run_dir.structure_path(level))
 
     def _save_structure(self, level: int, structure: dict) -> None:
-        if self.run.is_main_process:  # written when the level is planned; identical if the level is planned again
-            atomic_write_json(self.run.run_dir.level_dir(level) / STRUCTURE_FILE, structure)
+        if self.context.is_main_process:  # written when the level is planned; identical if the level is planned again
+            atomic_write_json(self.context.run_dir.structure_path(level), structure)
 
     def _dense(self) -> torch.nn.Module:
         return create_dense(self.base_structure)
 
-    # the level loop ------------------------------------------------------------------------------------
+    # the levels ------------------------------------------------------------------------------------------
     def restore_model(self, level: int, model: torch.nn.Module) -> torch.nn.Module:
         """Rebuild ``level``'s compact architecture on ``model`` and load that level's weights."""
         replay(model, self.structure(level)["levels"], self.example)
-        model.load_state_dict(self.run.run_dir.level_weights(level))
+        model.load_state_dict(self.context.run_dir.level_weights(level))
         return model.train()
 
-    def plan_level(self, level, model, schedule) -> LevelPlan:
-        opts, run = self.options, self.run
-        if level == 0:
-            plan = super().plan_level(0, model, schedule)  # dense mask, init weights, rewind capture
-            self._save_structure(0, {**self.base_structure, "levels": []})
-            plan.info.update(size_metrics(model, self._dense(), self.example, opts.include, opts.ignore))
-            return plan
+    def plan_dense(self, model, plan) -> None:
+        self._save_structure(0, {**self.base_structure, "levels": []})
+        opts = self.options
+        plan.size.update(size_metrics(model, self._dense(), self.example, opts.include, opts.ignore))
+
+    def plan(self, level, previous, start, resumed_mask=None) -> LevelPlan:
+        """Score level L-1's channels, cut a copy, and replay the whole history on the rewind weights."""
+        opts = self.options
         structure = self.structure(level - 1)
         dense = self._dense()
-        trained = copy.deepcopy(model).cpu()  # scores come from level L-1's trained weights; the copy is cut, not the model
+        trained = copy.deepcopy(previous.model).cpu()  # scores come from level L-1's trained weights; the copy is cut, not the model
         segment, at_floor = prune_level(trained, self.example, opts.pruning(), dense)
         structure["levels"].append(segment)
-        weights, info = run.run_dir.load_state("rewind")
         ticket = copy.deepcopy(dense)
-        ticket.load_state_dict(weights)
+        ticket.load_state_dict(start.weights)
         replay(ticket, structure["levels"], self.example)  # rewind values at exactly the kept channels
         check_forward(ticket, self.example, f"the level {level} ticket does not run")
         self._save_structure(level, structure)
-        start = rewind_start(info, schedule)
         return LevelPlan(
-            TicketMask.dense(ticket, opts.include, opts.ignore), start, model=ticket.train(),
+            TicketMask.dense(ticket, opts.include, opts.ignore), start.step, model=ticket.train(),
             info={
-                "rewind_step": start, "structured_min_keep": opts.min_keep, "structured_at_floor": at_floor,
+                "rewind_step": start.step, "structured_min_keep": opts.min_keep, "structured_at_floor": at_floor,
                 "structured_removed_channels": sum(len(entry[2]) for entry in segment["history"]),
-                **size_metrics(ticket, dense, self.example, opts.include, opts.ignore),
             },
+            size=size_metrics(ticket, dense, self.example, opts.include, opts.ignore),
         )

@@ -23,6 +23,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from ..compat.torch_pruning_private import channel_groups, group_check_deferred, passes_group_check
 from ..errors import PracError
 from ..masks import PRUNABLE_MODULES, prunable_parameter_names
 
@@ -155,7 +156,7 @@ class _LevelPruner:
     def _channel_groups(self, group) -> int:
         dg, pruner = self.pruner.DG, self.pruner
         counts = [
-            (pruner.out_channel_groups if dg.is_out_channel_pruning_fn(dep.handler) else pruner.in_channel_groups).get(dep.target.module, 1)
+            channel_groups(pruner, dg.is_out_channel_pruning_fn(dep.handler)).get(dep.target.module, 1)
             for dep, _ in group
         ]
         return max(counts, default=1)
@@ -184,8 +185,7 @@ class _LevelPruner:
         dg = self.pruner.DG
         # The pruner drops a group whose selection covers all of its channels before yielding it; with floors the
         # selection may include the protected channels, which are trimmed here, so its check runs after trimming.
-        dg.check_pruning_group = lambda group: True
-        try:
+        with group_check_deferred(dg):
             for group in self.pruner.step(interactive=True):
                 root, handler, idxs = group[0].dep.target.module, group[0].dep.handler, list(group[0].idxs)
                 protected = self.protected.get(root)
@@ -194,10 +194,8 @@ class _LevelPruner:
                     if not kept:
                         continue
                     group = dg.get_pruning_group(root, handler, kept)
-                if type(dg).check_pruning_group(dg, group):
+                if passes_group_check(dg, group):
                     group.prune()
-        finally:
-            del dg.check_pruning_group  # back to the class's method
         at_floor = []
         for root, (floor, per_unit) in self.floors.items():
             out, inp = _widths(root)

@@ -20,7 +20,6 @@ from ..rundir import RunDirectory
 from .channels import count_macs_params, create_dense, example_input, replay
 from .latency import latency_report
 
-STRUCTURE_FILE = "structure.json"  # in each level folder of a structured run
 TICKET_FILE = "ticket.json"
 WEIGHTS_FILE = "weights.safetensors"
 FORMAT_VERSION = 1
@@ -94,7 +93,7 @@ def export_ticket(
     strategy = (run.recipe().get("ticket") or {}).get("strategy")
     if strategy != "structured":
         raise PracError(f"run {str(run_path)!r} used ticket.strategy {strategy!r}; prac export writes tickets of ticket.strategy: structured")
-    structure = read_structure(run.level_dir(level) / STRUCTURE_FILE)
+    structure = read_structure(run.structure_path(level))
     ticket = build_ticket(structure, run.level_weights(level), f"level {level} weights")
     dense = create_dense(structure).eval()
     example = example_input(structure)
