@@ -101,10 +101,11 @@ def run_sanity(path: str | Path, level: Optional[int] = None, seeds: int = 2) ->
                   + ([level_file(level - 1, "weights.safetensors")] if magnitude else []), "the sanity checks")
     retrainer = Retrainer(run)
     model = retrainer.unwrapped
-    ticket = TicketMask.load(run.level_dir(level) / "mask.safetensors", model)
+    globs = {k: getattr(retrainer.recipe.ticket, k, None) for k in ("include", "ignore")}  # the run's prunable set
+    ticket = TicketMask.load(run.level_dir(level) / "mask.safetensors", model, **globs)
     checks = [name for name in CHECKS if magnitude or name != "inverted"]  # CTS keeps no magnitude scores
     if magnitude:
-        previous = TicketMask.load(run.level_dir(level - 1) / "mask.safetensors", model)
+        previous = TicketMask.load(run.level_dir(level - 1) / "mask.safetensors", model, **globs)
         inverted = inverted_mask(ticket, previous, load_safetensors(run.level_dir(level - 1) / "weights.safetensors", what=f"level {level - 1} weights"))
     start = retrainer.start_weights
     seed_list = [retrainer.seed + i for i in range(seeds)]

@@ -84,7 +84,8 @@ def run_stability(path: str | Path, level: Optional[int] = None, points: int = 1
     require_files(run, [level_file(level, "mask.safetensors")], "linear mode connectivity")
     retrainer = Retrainer(run, start)
     model = retrainer.unwrapped
-    mask = TicketMask.load(run.level_dir(level) / "mask.safetensors", model)
+    globs = {k: getattr(retrainer.recipe.ticket, k, None) for k in ("include", "ignore")}  # the run's prunable set
+    mask = TicketMask.load(run.level_dir(level) / "mask.safetensors", model, **globs)
     seeds = [retrainer.seed, retrainer.seed + 1]
     ends = [retrainer.train(mask, retrainer.start_weights, seed, level, desc=f"stability copy seed {seed}") for seed in seeds]
     recompute = None

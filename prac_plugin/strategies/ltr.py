@@ -77,7 +77,7 @@ class LotteryTicketRewinding(TicketStrategy):
 
             return LevelPlan(mask, 0, step_callbacks={step: capture}, info={"rewind_step": step})
 
-        previous = TicketMask.load(run_dir.level_dir(level - 1) / "mask.safetensors", model)
+        previous = TicketMask.load(run_dir.level_dir(level - 1) / "mask.safetensors", model, include=opts.include, ignore=opts.ignore)
         mask = previous.prune_magnitude(model, opts.fraction, opts.scope)
         weights, info = run_dir.load_state("rewind")
         model.load_state_dict(weights)
