@@ -199,6 +199,7 @@ def _weights_file_hint(tensors: Mapping[str, torch.Tensor]) -> str:
     for name, tensor in tensors.items():
         if tensor.is_floating_point():
             return f"; it looks like a weights file (entry {name!r} holds {str(tensor.dtype).replace('torch.', '')} values), not a mask"
+    for name in tensors:
         if name.endswith(_WEIGHTS_FILE_SUFFIXES):
             return f"; it looks like a weights file (it has entry {name!r}), not a mask"
     return ""
