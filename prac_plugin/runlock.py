@@ -11,6 +11,7 @@ belong to the same run. If rank 0 is refused it exits, and the launcher stops th
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -64,11 +65,23 @@ def _holder_text(fd: int) -> str:
 def _open_locked(lock_path: Path) -> int:
     """The descriptor of ``lock_path``, locked by this process; a `PracError` naming the holder if another has it."""
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # a previous holder removed the folder it had created (and left empty)
+            _make_folder(lock_path.parent)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             _refuse(fd, lock_path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+                os.close(fd)
+                raise
+            os.close(fd)  # a file system without locks: run unlocked, as before locks existed, but say so
+            print(f"prac: warning: {str(lock_path.parent)!r} cannot be locked ({exc.strerror}); "
+                  "make sure no other run uses it", file=sys.stderr)
+            return -1
         except BaseException:
             os.close(fd)
             raise
@@ -79,7 +92,18 @@ def _open_locked(lock_path: Path) -> int:
         if same:
             return fd
         os.close(fd)
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(lock_path.parent)
+
+
+def _make_folder(folder: Path) -> None:
+    """``mkdir -p``, retried while another process removes the empty folders it had created."""
+    for attempt in range(50):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return
+        except FileNotFoundError:
+            if attempt == 49:
+                raise
 
 
 def _refuse(fd: int, lock_path: Path) -> NoReturn:
@@ -103,7 +127,7 @@ def run_lock(path: str | Path, argv: Optional[Sequence[str]] = None) -> Iterator
     if folder.exists() and not folder.is_dir():
         raise PracError(f"run folder {str(folder)!r} exists and is not a folder; choose another output folder")
     created = [p for p in [folder, *folder.parents] if not p.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_folder(folder)
     key = os.path.realpath(folder)
     if key in _held:  # this process holds it already (a command calling another that locks too)
         _held[key] += 1
@@ -118,6 +142,9 @@ def run_lock(path: str | Path, argv: Optional[Sequence[str]] = None) -> Iterator
     except BaseException:
         _remove_created(created, None)
         raise
+    if fd < 0:
+        yield
+        return
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
                 "argv": " ".join(shlex.join(getattr(sys, "orig_argv", sys.argv) if argv is None else argv).split())}

@@ -121,6 +121,59 @@ def test_a_second_lock_in_one_process(tmp_path, holder):
             pass
 
 
+RACER = FAST_IMPORT + textwrap.dedent("""
+    import os
+    from prac_plugin.errors import PracError
+    folder, held, deadline = sys.argv[1], 0, time.monotonic() + 2
+    while held < 30 and time.monotonic() < deadline:
+        try:
+            with run_lock(folder):
+                fd = os.open(os.path.join(folder, "inside"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # two holders: fails
+                os.close(fd)
+                time.sleep(0.001)
+                os.unlink(os.path.join(folder, "inside"))
+                held += 1
+        except PracError:
+            pass
+    print(held)
+""")
+
+
+def test_processes_racing_for_a_new_folder_never_hold_it_together(tmp_path):
+    """Holders remove the new folder they leave empty while others open its lock file: still one holder at a
+    time, and no process dies of a vanished file or folder."""
+    folder = tmp_path / "race" / "run"
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=launch_env()) for _ in range(4)]
+    results = [racer.communicate(timeout=60) for racer in racers]
+    assert all(racer.returncode == 0 for racer in racers), [err[-1500:] for _, err in results]
+    assert sum(int(out) for out, _ in results) > 0
+
+
+def test_a_lock_file_removed_by_its_last_holder_is_not_locked_in_its_place(tmp_path, monkeypatch):
+    """A process that opened the lock file just before its holder removed it (with the new folder it left empty)
+    must lock the file the path names now, not the removed one nobody else can see."""
+    folder = tmp_path / "new" / "run"
+    with run_lock(folder):
+        stale = os.open(folder / LOCK_NAME, os.O_RDWR)  # opened while the holder still had it
+    assert not (tmp_path / "new").exists()
+    real_open, opened = os.open, []
+
+    def open_stale_first(path, flags, mode=0o777, **kwargs):
+        if not opened and str(path).endswith(LOCK_NAME):
+            opened.append(path)
+            return stale
+        return real_open(path, flags, mode, **kwargs)
+
+    probe = [sys.executable, "-c", FAST_IMPORT + "with run_lock(sys.argv[1]): pass", str(folder)]
+    monkeypatch.setattr(os, "open", open_stale_first)
+    with run_lock(folder):
+        monkeypatch.setattr(os, "open", real_open)
+        assert opened and (folder / LOCK_NAME).is_file()
+        refused = subprocess.run(probe, capture_output=True, text=True, env=launch_env())
+        assert refused.returncode != 0 and f"in use by process {os.getpid()}" in refused.stderr
+
+
 def test_lock_and_run_directory_on_a_new_folder(tmp_path):
     """The lock file is not content; a new folder (parents too) that the run left empty is removed again."""
     recipe = quick_recipe()
