@@ -140,7 +140,7 @@ def run_lock(path: str | Path, argv: Optional[Sequence[str]] = None) -> Iterator
     try:
         fd = _open_locked(lock_path)
     except BaseException:
-        _remove_created(created, None)
+        _tidy(folder, created, None)
         raise
     if fd < 0:
         yield
@@ -154,18 +154,18 @@ def run_lock(path: str | Path, argv: Optional[Sequence[str]] = None) -> Iterator
         yield
     finally:
         _held.pop(key, None)
-        _remove_created(created, lock_path)  # while still holding the lock: a waiter re-checks the path's file
+        _tidy(folder, created, lock_path)  # while still holding the lock: a waiter re-checks the path's file
         os.close(fd)  # releases the lock
 
 
-def _remove_created(created: list[Path], lock_path: Optional[Path]) -> None:
-    """Remove the folders this lock created, innermost first, if nothing but the lock file is in them."""
-    if not created:
-        return
+def _tidy(folder: Path, created: list[Path], lock_path: Optional[Path]) -> None:
+    """Leave a folder that is not a run folder (no recipe.yaml: a run refused or failed before writing) as it was:
+    without the lock file, and removed with the parents this lock created if they are empty. A run folder keeps its
+    lock file. Removing it is safe: a process that opened it in the meantime sees it is gone and opens the new one."""
     try:
-        if lock_path is not None and [p.name for p in created[0].iterdir()] == [LOCK_NAME]:
+        if lock_path is not None and not (folder / "recipe.yaml").exists():
             lock_path.unlink()
-        for folder in created:
-            folder.rmdir()  # fails, and stops here, when the run wrote something
+        for created_folder in created:
+            created_folder.rmdir()  # fails, and stops here, when something was written there
     except OSError:
         pass

@@ -175,7 +175,8 @@ def test_a_lock_file_removed_by_its_last_holder_is_not_locked_in_its_place(tmp_p
 
 
 def test_lock_and_run_directory_on_a_new_folder(tmp_path):
-    """The lock file is not content; a new folder (parents too) that the run left empty is removed again."""
+    """The lock file is not content; a new folder (parents too) that the run left empty is removed again; a run
+    folder keeps its lock file, a folder that is not one is left as it was."""
     recipe = quick_recipe()
     folder = tmp_path / "new" / "deeper" / "run"
     with pytest.raises(PracError, match="validation failed"):
@@ -188,13 +189,14 @@ def test_lock_and_run_directory_on_a_new_folder(tmp_path):
         run = RunDirectory.open(folder, recipe)
         run.create()
     assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME, "recipe.yaml"]
-    existing = tmp_path / "mine"  # the user's own empty folder stays
+    existing = tmp_path / "mine"  # the user's own folder stays as it was
     existing.mkdir()
     with run_lock(existing):
-        pass
-    assert existing.is_dir()
-    with run_lock(existing):
-        RunDirectory.open(existing, recipe)  # its lock file from before is not content either
+        RunDirectory.open(existing, recipe)  # empty but for the lock: free
+        (existing / "notes.txt").write_text("mine")
+        with pytest.raises(PracError, match="is not a prac run directory"):
+            RunDirectory.open(existing, recipe)
+    assert [p.name for p in existing.iterdir()] == ["notes.txt"]  # not a run folder: the lock file went too
 
 
 def test_prac_run_failing_validation_leaves_no_folder(tmp_path, capsys):
