@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
 from . import __version__
 from .errors import PracError
+from .runlock import run_lock
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -18,7 +20,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.set)
     output = args.output or recipe.run.output_dir or default_output_dir(args.recipe)
-    run_recipe(recipe, output)
+    run_recipe(recipe, output)  # takes the run folder's lock
     return 0
 
 
@@ -44,7 +46,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_summary
 
     if len(args.run_dirs) == 1 and not args.output:  # one run: its own summary
-        _, table = write_summary(completed_run(args.run_dirs[0])[0])
+        with run_lock(args.run_dirs[0]):
+            _, table = write_summary(completed_run(args.run_dirs[0])[0])
         print(f"## {args.run_dirs[0]}\n\n{table}")
         return 0
     print(write_comparison(args.run_dirs, args.output)[1])
@@ -54,21 +57,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_sanity(args: argparse.Namespace) -> int:
     from .analysis.sanity import run_sanity, sanity_markdown
 
-    print(sanity_markdown(run_sanity(args.run_dir, args.level, args.seeds)))
+    with run_lock(args.run_dir):
+        result = run_sanity(args.run_dir, args.level, args.seeds)
+    print(sanity_markdown(result))
     return 0
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from .analysis.full_data import full_data_markdown, train_on_full_data
 
-    print(full_data_markdown(train_on_full_data(args.run_dir, args.level, args.seeds)), end="")
+    with run_lock(args.run_dir):
+        results = train_on_full_data(args.run_dir, args.level, args.seeds)
+    print(full_data_markdown(results), end="")
     return 0
 
 
 def _cmd_stability(args: argparse.Namespace) -> int:
     from .analysis.stability import run_stability, stability_text
 
-    print(stability_text(run_stability(args.run_dir, args.level, args.points, args.recompute_bn, args.start)))
+    with run_lock(args.run_dir):
+        result = run_stability(args.run_dir, args.level, args.points, args.recompute_bn, args.start)
+    print(stability_text(result))
     return 0
 
 
@@ -90,7 +99,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     # the dense round plus select_rounds pruned rounds: enough for CET and CEP, not the whole ticket search
     recipe = parse_recipe(apply_overrides(raw, [f"ticket.{levels_option}={recipe.data_selection.select_rounds}"]))
     output = args.output or default_output_dir(args.recipe) + "-select"
-    run_recipe(recipe, output)
+    run_recipe(recipe, output)  # takes the run folder's lock
     path = str(RunDirectory(output).final_set_path)
     print(f"PrAC index file: {path}")
     _print_description(PracIndex.load(path))
@@ -120,7 +129,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()] if args.batch_sizes else []
     if not batch_sizes or min(batch_sizes) < 1:
         raise PracError(f"--batch-sizes {args.batch_sizes!r} should be positive integers separated by commas, e.g. 1,64")
-    out, info = export_ticket(args.run_dir, args.level, args.output, batch_sizes, args.repeats)
+    with run_lock(args.run_dir) if args.output is None else nullcontext():  # the default output is inside the run
+        out, info = export_ticket(args.run_dir, args.level, args.output, batch_sizes, args.repeats)
     print(f"Structured ticket of level {info['source']['level']}: {out}")
     print(f"MACs {info['macs']:,} ({info['macs_remaining_pct']:.1f}% of dense), parameters {info['params']:,} ({info['params_remaining_pct']:.1f}%)")
     latency = info["latency"]

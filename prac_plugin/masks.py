@@ -159,11 +159,97 @@ class TicketMask:
         atomic_save_safetensors(self.masks, path, metadata)
 
     @classmethod
-    def load(cls, path: str | Path, model: nn.Module | None = None) -> "TicketMask":
-        mask = cls(load_safetensors(path, what="mask file"))
-        if model is not None:
-            mask.check_model(model)
-        return mask
+    def load(
+        cls,
+        path: str | Path,
+        model: nn.Module | None = None,
+        *,
+        include: Sequence[str] | None = None,
+        ignore: Sequence[str] | None = None,
+    ) -> "TicketMask":
+        """Read a mask file, refusing anything that is not exactly a mask of ``model``'s prunable weights.
+
+        Always refused: entries that are not boolean (a weights file passed as a mask is named as such), that are
+        not prunable Conv/Linear ``.weight`` tensors of ``model`` (biases, norm layers, unknown names), or whose
+        shape differs. With ``include``/``ignore`` (the run's ``ticket`` globs; not None) the entries must be that
+        prunable set exactly, so a mask missing a layer or holding the ignored classifier is refused too. Every
+        problem is one `PracError` naming the file and the entry.
+        """
+        tensors = read_mask_file(path)
+        check_mask_entries(path, tensors, model, include, ignore)
+        return cls({n: t.view(torch.uint8) != 0 for n, t in tensors.items()})  # a crafted byte 5 reads as True, not 5
+
+
+# not tensors a mask has: names a model's state dict gives to biases and normalization statistics
+_WEIGHTS_FILE_SUFFIXES = (".bias", ".running_mean", ".running_var", ".num_batches_tracked")
+
+
+def read_mask_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing, truncated or garbage file is a `PracError` naming it."""
+    try:
+        return load_safetensors(path, what="mask file")
+    except PracError:
+        raise
+    except Exception as exc:  # the reader's other complaints about a crafted header (e.g. a dtype torch lacks)
+        raise PracError(f"mask file {str(path)!r} is not a readable safetensors file ({type(exc).__name__}: {exc})") from None
+
+
+def _weights_file_hint(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Why the file looks like saved weights rather than a mask, or '' when it does not."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point():
+            return f"; it looks like a weights file (entry {name!r} holds {str(tensor.dtype).replace('torch.', '')} values), not a mask"
+    for name in tensors:
+        if name.endswith(_WEIGHTS_FILE_SUFFIXES):
+            return f"; it looks like a weights file (it has entry {name!r}), not a mask"
+    return ""
+
+
+def check_mask_entries(
+    path: str | Path,
+    tensors: Mapping[str, torch.Tensor],
+    model: nn.Module | None,
+    include: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+) -> None:
+    """Raise one `PracError` naming the file and the first bad entry of a mask read from ``path`` (see `TicketMask.load`)."""
+    where = f"mask file {str(path)!r}"
+    if not tensors:
+        raise PracError(f"{where} holds no entries; a mask holds one boolean tensor per prunable weight")
+    for name, tensor in tensors.items():
+        if tensor.dtype != torch.bool:
+            kind = str(tensor.dtype).replace("torch.", "")
+            raise PracError(f"{where}: entry {name!r} is {kind}; a mask must be boolean (True = weight kept){_weights_file_hint(tensors)}")
+    if model is None:
+        if include is not None or ignore is not None:
+            raise TypeError("TicketMask.load: include/ignore need the model")  # a caller's bug, not a user's
+        for name in tensors:
+            if not (name == "weight" or name.endswith(".weight")):
+                raise PracError(f"{where}: entry {name!r} is not a Conv/Linear weight; a mask holds only prunable .weight tensors"
+                                f"{_weights_file_hint(tensors)}")
+        return
+    model_name = type(model).__name__
+    params = dict(model.named_parameters())
+    prunable = set(prunable_parameter_names(model))
+    for name, tensor in tensors.items():
+        if name not in params:
+            raise PracError(f"{where}: entry {name!r} is not a parameter of {model_name}")
+        if name not in prunable:
+            raise PracError(f"{where}: entry {name!r} is not a prunable weight of {model_name} (only the .weight of Conv and "
+                            f"Linear layers are; biases and normalization layers never){_weights_file_hint(tensors)}")
+        if tuple(tensor.shape) != tuple(params[name].shape):
+            raise PracError(f"{where}: entry {name!r} has shape {tuple(tensor.shape)}, the model's weight has {tuple(params[name].shape)}")
+    if include is None and ignore is None:
+        return
+    expected = prunable_parameter_names(model, include or (), ignore or ())
+    expected_set = set(expected)
+    missing = next((n for n in expected if n not in tensors), None)
+    extra = next((n for n in tensors if n not in expected_set), None)
+    if missing is not None or extra is not None:
+        problems = ([f"entry {missing!r} is missing"] if missing is not None else []) + (
+            [f"entry {extra!r} is not prunable under these globs"] if extra is not None else [])
+        raise PracError(f"{where} does not hold exactly the prunable weights of {model_name} for ticket.include "
+                        f"{list(include or [])} and ticket.ignore {list(ignore or [])}: {'; '.join(problems)}")
 
 
 class MaskEnforcer:

@@ -24,6 +24,7 @@ from .recipes import Recipe
 from .report import write_summary
 from .rewind import RewindPoint, resolve_rewind_step
 from .rundir import FORMAT_VERSION, RunDirectory
+from .runlock import run_lock
 from .selection.index_file import dataset_signature
 from .strategies import registry
 from .strategies.base import PreviousLevel, SelectionContext, TicketContext, TicketStrategy
@@ -82,7 +83,15 @@ def selection_context(engine: Engine, run_dir: RunDirectory, ticket: TicketStrat
 
 
 def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
-    """Run (or continue) the ticket search a recipe describes; returns the summary rows."""
+    """Run (or continue) the ticket search a recipe describes; returns the summary rows.
+
+    The run folder's lock is taken before anything in it is read: a second process on the folder is refused.
+    """
+    with run_lock(output_dir):
+        return _run_recipe(recipe, output_dir, log)
+
+
+def _run_recipe(recipe: Recipe, output_dir: str, log) -> list[dict]:
     recipe_dict = recipe.to_dict()
     run_dir = RunDirectory.open(output_dir, recipe_dict)
     train_cfg = recipe.train
@@ -130,10 +139,10 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
             plan = runner.dense_plan(ticket, schedule)
         else:
             start = load_start_point(run_dir, ticket.start_point(), schedule, ticket.rewinds_optimizer())
-            previous = PreviousLevel(level - 1, engine.unwrapped, TicketMask.load(run_dir.mask_path(level - 1), engine.unwrapped))
+            previous = PreviousLevel(level - 1, engine.unwrapped, TicketMask.load(run_dir.mask_path(level - 1), engine.unwrapped, include=include, ignore=ignore))
             resumed_mask = None
             if resumed is not None and not ticket.traits.changes_architecture:
-                resumed_mask = TicketMask.load(resumed.mask_path, engine.unwrapped)
+                resumed_mask = TicketMask.load(resumed.mask_path, engine.unwrapped, include=include, ignore=ignore)
             plan = ticket.plan(level, previous, start, resumed_mask)
         outcome = runner.run(level, plan, positions, schedule, selection=selection, resumed=resumed, started=started)
         unwrapped, result = engine.unwrapped, outcome.result

@@ -12,6 +12,7 @@ Layout::
     checkpoints/            mid-level checkpoints (layout inside: `prac_plugin.checkpoint`)
     sanity/, stability/, full_data/   analyses of levels
     summary.json, summary.csv, summary.md, curve.png
+    .prac.lock              held by the process working in the folder (see runlock.py)
 
 A level is complete when its ``metrics.json`` exists; a re-run continues after the last complete level.
 Every JSON file the package writes carries ``format_version`` = `FORMAT_VERSION`.
@@ -28,6 +29,7 @@ import yaml
 
 from .errors import PracError
 from .io import atomic_path, atomic_save_safetensors, atomic_write_json, atomic_write_text, load_safetensors
+from .runlock import LOCK_NAME  # the run's lock file is not content
 
 RESULT_AFFECTING_SECTIONS = ("model", "data", "train", "ticket", "data_selection")
 FORMAT_VERSION = 1
@@ -87,7 +89,7 @@ class RunDirectory:
                     f"output directory {str(run.path)!r} holds a different run ({difference}); "
                     "choose another --output or remove that directory"
                 )
-        elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+        elif run.path.exists() and (not run.path.is_dir() or any(p.name != LOCK_NAME for p in run.path.iterdir())):
             raise PracError(f"output directory {str(run.path)!r} exists and is not a prac run directory; choose another --output")
         return run
 

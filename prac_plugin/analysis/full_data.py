@@ -74,7 +74,8 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
             accuracy.append(retrainer.accuracy())
         result = {
             "format_version": FORMAT_VERSION, "run": str(run.path), "level": level,
-            "weights_remaining_pct": metrics[level]["weights_remaining_pct"], "split": retrainer.split,
+            "split": retrainer.split,
+            "weights_remaining_pct": 100.0 * mask.density,  # of the mask trained here, not the run's record
             "start_step": retrainer.start_step, "total_steps": retrainer.schedule.total_steps, "seeds": seed_list,
             "accuracy": accuracy, "mean": statistics.mean(accuracy),
             "std": statistics.stdev(accuracy) if len(accuracy) > 1 else None,

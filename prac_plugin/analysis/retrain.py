@@ -74,8 +74,8 @@ class Retrainer:
         return self.recipe.train.seed
 
     def load_mask(self, level: int) -> TicketMask:
-        """The mask of a completed level of the run, checked against the model."""
-        return TicketMask.load(self.run.mask_path(level), self.unwrapped)
+        """The mask of a completed level of the run: exactly the run's prunable weights, with the model's shapes."""
+        return TicketMask.load(self.run.mask_path(level), self.unwrapped, include=self.include, ignore=self.ignore)
 
     def fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
         """The weights of a newly initialized model (never pretrained) drawn with ``seed``."""

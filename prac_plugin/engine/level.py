@@ -129,7 +129,11 @@ class LevelRunner:
         unwrapped = engine.unwrapped
         if resumed is not None:
             # the checkpoint's mask is the one this level trained with (a mask search need not repeat exactly)
-            plan.mask = TicketMask.load(resumed.mask_path, unwrapped)
+            saved = TicketMask.load(resumed.mask_path, unwrapped)
+            if set(saved.masks) != set(plan.mask.masks):
+                raise PracError(f"checkpoint mask {str(resumed.mask_path)!r} covers other weights than level {level}'s plan; "
+                                f"delete {str(resumed.path)!r} to restart the level from its beginning")
+            plan.mask = saved
             plan.info.update(resumed.process.get("plan_info", {}))
             unwrapped.load_state_dict(resumed.model)
         check_same_mask_everywhere(accelerator, plan.mask, level)
