@@ -153,14 +153,19 @@ class LevelCheckpoints:
             for *_, old in self._complete()[: -self.policy.keep]:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def _check_world_size(self, path: Path, level: int) -> None:
-        written = json.loads((path / "meta.json").read_text()).get("num_processes")
+    def _check_world_size(self, path: Path, level: int) -> bool:
+        """False for a checkpoint whose meta.json is unreadable (fall back past it); an error for another world size."""
+        try:
+            written = json.loads((path / "meta.json").read_bytes().decode("utf-8")).get("num_processes")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            return False
         world = self.accelerator.num_processes
         if written != world:
             raise PracError(
                 f"checkpoint {str(path)!r} was written by {written} processes and this run has {world}: relaunch with "
                 f"{written} processes, or delete {str(self.root)!r} to restart level {level} from its beginning"
             )
+        return True
 
     def _read(self, path: Path, level: int, step: int) -> Checkpoint:
         model = load_safetensors(path / "model.safetensors", what="checkpoint model")
@@ -175,11 +180,12 @@ class LevelCheckpoints:
         for ckpt_level, step, path in reversed(self._complete()):
             if ckpt_level != level:
                 continue
-            self._check_world_size(path, level)  # not a fault to fall back from: the launch differs
-            try:
-                loaded, reason = self._read(path, level, step), ""
-            except Exception as exc:  # a truncated or corrupt file (PracError from safetensors, torch's own errors)
-                loaded, reason = None, str(exc)
+            loaded, reason = None, "its meta.json is damaged"
+            if self._check_world_size(path, level):  # another world size is not a fault to fall back from: the launch differs
+                try:
+                    loaded, reason = self._read(path, level, step), ""
+                except Exception as exc:  # a truncated or corrupt file (PracError from safetensors, torch's own errors)
+                    loaded, reason = None, str(exc)
             readable = torch.tensor([1 if loaded is not None else 0], device=acc.device)
             if int(acc.gather(readable).min()) == 1:
                 return loaded

@@ -110,11 +110,11 @@ def run_summary(run: RunDirectory) -> dict:
     """What summary.json holds: the recipe, every completed level's metrics and the totals over levels."""
     metrics = [run.level_metrics(level) for level in run.completed_levels()]
     totals = {
-        "optimizer_steps": sum(m.get("optimizer_steps", 0) for m in metrics),
-        "full_data_steps": sum(m.get("full_data_steps", 0) for m in metrics),
-        "selection_forward_passes": sum(m.get("selection_forward_passes", 0) for m in metrics),
-        "examples_seen": sum(m.get("examples_seen", 0) for m in metrics),
-        "wall_time_s": sum(m.get("wall_time_s", 0.0) for m in metrics),
+        "optimizer_steps": sum(m["optimizer_steps"] for m in metrics),  # required fields: checked by level_metrics
+        "full_data_steps": sum(m["full_data_steps"] for m in metrics),
+        "selection_forward_passes": sum(m.get("selection_forward_passes", 0) for m in metrics),  # data selection only
+        "examples_seen": sum(m["examples_seen"] for m in metrics),
+        "wall_time_s": sum(m["wall_time_s"] for m in metrics),
     }
     totals["savings"] = savings(totals)
     return {"format_version": FORMAT_VERSION, "recipe": run.recipe(), "levels": metrics, "totals": totals}
@@ -128,15 +128,15 @@ def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
     extra = PRAC_COLUMNS if any(m.get("cet_count") is not None for m in metrics) else []
     extra += STRUCTURED_COLUMNS if any(m.get("macs") is not None for m in metrics) else []
     table = markdown_table(rows, extra)
-    atomic_write_json(run.path / "summary.json", summary)
+    atomic_write_json(run.summary_path(".json"), summary)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[key for key, _, _ in COLUMNS + extra], extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(run.path / "summary.csv", buffer.getvalue())
+    atomic_write_text(run.summary_path(".csv"), buffer.getvalue())
     model_name = recipe.get("model", {}).get("name", "?")
     atomic_write_text(
-        run.path / "summary.md",
+        run.summary_path(".md"),
         f"# {model_name} on {recipe.get('data', {}).get('path', '?')}\n\n{table}\n"
         f"{totals_line(totals)}\n"
         + (f"\n## Per-layer density at level {metrics[-1]['level']}\n\n{layer_table(metrics[-1]['layers'])}" if metrics and metrics[-1].get("layers") else "")
@@ -144,5 +144,5 @@ def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
     )
     table += "\n" + totals_line(totals) + "\n" + (floor_line(metrics[-1]) if metrics else "")
     if rows:
-        plot_curve(rows, run.path / "curve.png", f"{model_name}: {recipe.get('ticket', {}).get('strategy', '')}")
+        plot_curve(rows, run.curve_path, f"{model_name}: {recipe.get('ticket', {}).get('strategy', '')}")
     return rows, table

@@ -47,6 +47,59 @@ FINAL_SET = "prac_set" + INDEX_SUFFIX
 ANALYSES = ("sanity", "stability", "full_data")
 
 
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file the package wrote; unreadable, non-UTF-8 or malformed content is one `PracError`."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise PracError(f"{what} {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise PracError(f"{what} {str(path)!r} cannot be read ({exc.__class__.__name__}): the file is damaged") from None
+
+
+_NUMBER = (int, float)
+# field -> (types, required, lower bound): what every metrics.json since format_version 1 holds
+METRIC_FIELDS: dict[str, tuple[tuple, bool, Optional[float]]] = {
+    "format_version": ((int,), True, 1),
+    "level": ((int,), True, 0),
+    "weights_remaining_pct": (_NUMBER, True, 0),
+    "optimizer_steps": ((int,), True, 0),
+    "examples_seen": ((int,), True, 0),
+    "full_data_steps": ((int,), True, 0),
+    "wall_time_s": (_NUMBER, True, 0),
+    "test_acc": (_NUMBER + (type(None),), False, 0),
+    "val_acc": (_NUMBER + (type(None),), False, 0),
+    "selection_forward_passes": ((int,), False, 0),
+    "layers": ((list,), False, None),
+    "history": ((list,), False, None),
+}
+
+
+def check_level_metrics(metrics: Any, path: Path, level: int) -> dict:
+    """``metrics`` if it holds every field readers use, with the right types; else a `PracError` naming the field."""
+    where = str(path)
+    if not isinstance(metrics, dict):
+        raise PracError(f"level metrics {where!r} hold {type(metrics).__name__}, not a JSON object: the file is damaged")
+    if "format_version" not in metrics:
+        raise PracError(f"{where!r} has no format_version: written by an older prac_plugin; re-run its recipe into a new directory")
+    for name, (types, required, lowest) in METRIC_FIELDS.items():
+        if name not in metrics:
+            if required:
+                raise PracError(f"level metrics {where!r} have no {name!r}: the file is damaged (summaries would count it as 0)")
+            continue
+        value = metrics[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise PracError(f"level metrics {where!r}: {name} = {value!r} should be {' or '.join(t.__name__ for t in types)}")
+        if lowest is not None and isinstance(value, _NUMBER) and not value >= lowest:
+            raise PracError(f"level metrics {where!r}: {name} = {value!r} should be at least {lowest}")
+    if metrics["format_version"] > FORMAT_VERSION:
+        raise PracError(f"level metrics {where!r} have format_version {metrics['format_version']}, newer than this "
+                        f"prac_plugin reads ({FORMAT_VERSION}); upgrade prac_plugin")
+    if metrics["level"] != level:
+        raise PracError(f"level metrics {where!r} say level {metrics['level']}, not {level}: files were moved between levels")
+    return metrics
+
+
 def level_name(level: int) -> str:
     return f"level_{level:02d}"
 
@@ -155,6 +208,14 @@ class RunDirectory:
     def final_set_path(self) -> Path:
         return self.path / FINAL_SET
 
+    def summary_path(self, suffix: str) -> Path:
+        """``summary.json``, ``summary.csv``, ``summary.md``."""
+        return self.path / f"summary{suffix}"
+
+    @property
+    def curve_path(self) -> Path:
+        return self.path / "curve.png"
+
     def analysis_path(self, analysis: str, level: int, suffix: str, variant: str = "") -> Path:
         """``sanity/level_LL.json``, ``stability/level_LL_rewind_bn.png``, ``full_data/level_LL.json``, ..."""
         if analysis not in ANALYSES:
@@ -166,17 +227,23 @@ class RunDirectory:
 
     # contents -------------------------------------------------------------------------------------------
     def completed_levels(self) -> list[int]:
+        """Levels 0..N whose metrics exist. A later level with results after a missing one means the folder lost
+        files (a deleted level): an error naming it, never a silently shorter run."""
         levels = []
         while self.metrics_path(len(levels)).is_file():
             levels.append(len(levels))
+        gap = len(levels)
+        later = [p for p in self.path.glob("level_*") if p.name > level_name(gap) and (p / METRICS_FILE).is_file()]
+        if later:
+            raise PracError(
+                f"run directory {str(self.path)!r} has {self.relative(min(later) / METRICS_FILE)} but no readable "
+                f"{self.relative(self.metrics_path(gap))}: level {gap} was deleted or damaged; restore it or run the recipe into a new folder"
+            )
         return levels
 
     def level_metrics(self, level: int) -> dict:
-        path = self.metrics_path(level)
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise PracError(f"level metrics {str(path)!r} cannot be read ({exc.__class__.__name__})") from None
+        """A completed level's metrics, checked field by field: a damaged file is one error naming file and field."""
+        return check_level_metrics(read_json(self.metrics_path(level), "level metrics"), self.metrics_path(level), level)
 
     def save_level(self, level: int, mask_save, weights: dict[str, torch.Tensor], metrics: dict) -> None:
         mask_save(self.mask_path(level))
@@ -194,7 +261,11 @@ class RunDirectory:
     def load_state(self, name: str) -> tuple[dict[str, torch.Tensor], dict]:
         weights = load_safetensors(self.state_path(name), what=f"{name} weights")
         info_path = self.path / f"{name}.json"
-        return weights, json.loads(info_path.read_text()) if info_path.is_file() else {}
+        info = read_json(info_path, f"{name} point") if info_path.is_file() else {}
+        if not isinstance(info, dict) or (info and not all(isinstance(info.get(k), int) and not isinstance(info.get(k), bool)
+                                                            for k in ("step", "total_steps"))):
+            raise PracError(f"{str(info_path)!r} should hold the integer fields step and total_steps: the file is damaged")
+        return weights, info
 
     def save_rewind_optimizer(self, state: dict) -> None:
         with atomic_path(self.rewind_optimizer_path) as tmp:

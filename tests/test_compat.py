@@ -1,0 +1,43 @@
+"""The private internals of Accelerate and torch-pruning that `prac_plugin.compat` uses still exist.
+
+When one of these fails after an upgrade, the named attribute moved: fix the one function in
+``prac_plugin/compat/`` that uses it (and its CHECKED_VERSION), nothing else in the package touches it.
+"""
+
+import torch
+import torch_pruning as tp
+from accelerate import Accelerator
+from accelerate.optimizer import AcceleratedOptimizer
+from accelerate.state import AcceleratorState
+
+from prac_plugin.compat import accelerate_private, torch_pruning_private
+
+
+def test_accelerate_private_names_exist():
+    assert isinstance(AcceleratorState._shared_state, dict)
+    assert callable(AcceleratorState._reset_state)
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(3, 2)
+    optimizer = accelerator.prepare_optimizer(torch.optim.SGD(model.parameters(), lr=0.1))
+    assert isinstance(optimizer, AcceleratedOptimizer)
+    assert accelerate_private.prepared_optimizers(accelerator)[-1] is optimizer
+    inner, scaler = accelerate_private.unwrapped_optimizer(optimizer)
+    assert isinstance(inner, torch.optim.SGD) and scaler is None and hasattr(optimizer, "scaler")
+    accelerate_private.release_optimizer(accelerator, optimizer)
+    assert optimizer not in accelerate_private.prepared_optimizers(accelerator)
+    assert accelerate_private.shared_state() is AcceleratorState._shared_state
+
+
+def test_torch_pruning_private_names_exist():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+    pruner = tp.pruner.BasePruner(model, torch.randn(1, 3, 8, 8), importance=tp.importance.GroupMagnitudeImportance(),
+                                  pruning_ratio=0.5, ignored_layers=[model[2]])
+    graph = pruner.DG
+    assert callable(type(graph).check_pruning_group)
+    assert isinstance(torch_pruning_private.channel_groups(pruner, True), dict)
+    assert isinstance(torch_pruning_private.channel_groups(pruner, False), dict)
+    with torch_pruning_private.group_check_deferred(graph):
+        assert graph.check_pruning_group(None) is True
+        groups = list(pruner.step(interactive=True))
+    assert "check_pruning_group" not in vars(graph)  # the class's own check is back
+    assert groups and all(torch_pruning_private.passes_group_check(graph, group) in (True, False) for group in groups)
