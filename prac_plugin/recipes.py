@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -204,7 +205,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 raise PracError(f"override {key!r}: {part!r} is not a section")
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(text)
+            node[parts[-1]] = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506  (a SafeLoader subclass)
         except yaml.YAMLError as exc:
             raise PracError(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
     return raw
@@ -214,8 +215,18 @@ MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of YAML; a megabyte is already 
 MAX_RECIPE_NODES = 100_000  # values after aliases are expanded: a few hundred in a real recipe
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """yaml's safe loader, counting aliases: a recipe needs few, an alias bomb needs many."""
+class _RecipeLoader(yaml.SafeLoader):
+    """yaml's safe loader, reading ``1e-3`` as a float as YAML 1.2 does (YAML 1.1 wants ``1.0e-3`` and would
+    leave ``lr: 1e-3`` a string, refused later as "should be float")."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
+
+
+class _BoundedLoader(_RecipeLoader):
+    """The recipe loader, counting aliases: a recipe needs few, an alias bomb needs many."""
 
     aliases = 0
 
