@@ -27,6 +27,7 @@ from .io import state_to_cpu
 from .masks import MaskEnforcer, TicketMask
 from .recipes import Recipe
 from .report import write_summary
+from .schedule_check import check_batch_size
 from .rundir import RunDirectory
 from .strategies import registry
 
@@ -198,7 +199,9 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
     selection = registry.get("data_selection", recipe.data_selection.strategy)(recipe.data_selection, context)
 
     first = selection.positions_for_level(0)
-    ticket.check(context.schedule_for(len(data.train) if first is None else len(first), selection.budget))
+    first_examples = len(data.train) if first is None else len(first)
+    check_batch_size(train_cfg.batch_size, first_examples, accelerator.num_processes)
+    ticket.check(context.schedule_for(first_examples, selection.budget), model)
     if accelerator.is_main_process:
         run_dir.create()  # only now: a recipe that fails validation above leaves nothing behind
     checkpoints = LevelCheckpoints(run_dir.path, CheckpointPolicy.parse(recipe.run.checkpoint_every, recipe.run.checkpoint_keep), accelerator, log)

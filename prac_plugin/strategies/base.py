@@ -56,8 +56,9 @@ class TicketStrategy:
         """Number of levels after the dense level 0."""
         raise NotImplementedError
 
-    def check(self, first_schedule: Any) -> None:
-        """Raise a `PracError` for options that cannot work with level 0's schedule, before anything is written."""
+    def check(self, first_schedule: Any, model: torch.nn.Module) -> None:
+        """Raise a `PracError` for options that cannot work with level 0's schedule or with ``model`` (freshly
+        created, dense), before anything is written."""
 
     def plan_level(self, level: int, model: torch.nn.Module, schedule: Any) -> LevelPlan:
         """Set ``model``'s starting weights for ``level`` (trained on ``schedule``) and return its plan."""

@@ -12,6 +12,7 @@ import torch
 
 from ..errors import PracError
 from ..masks import prunable_parameter_names
+from ..schedule_check import check_cts_densities, prunable_sizes
 from ..search.concrete import ConcreteSearchConfig, concrete_ticket_search
 from .base import LevelPlan, StrategyOptions
 from .ltr import LotteryTicketRewinding, rewind_start
@@ -69,6 +70,11 @@ class ConcreteTicketSearch(LotteryTicketRewinding):
     @property
     def num_levels(self) -> int:
         return len(self.options.densities)
+
+    def check(self, first_schedule, model) -> None:
+        """The rewind point fits level 0, and every density keeps some but not all of the model's prunable weights."""
+        self.check_rewind(first_schedule)
+        check_cts_densities(self.options.densities, sum(prunable_sizes(model, self.options.include, self.options.ignore).values()))
 
     def _search_batches(self, batch_size: int, seed: int):
         source, n = self.run.trainer.sources["train"], len(self.run.data.train)

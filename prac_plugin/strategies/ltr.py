@@ -16,6 +16,7 @@ from ..errors import PracError
 from ..io import atomic_path, state_to_cpu
 from ..masks import TicketMask, count_to_prune
 from ..rewind import RewindPoint, resolve_rewind_step
+from ..schedule_check import check_ltr_schedule, prunable_sizes
 from .base import LevelPlan, StrategyOptions, TicketStrategy
 from .registry import register
 
@@ -54,8 +55,14 @@ class LotteryTicketRewinding(TicketStrategy):
     def num_levels(self) -> int:
         return self.options.levels
 
-    def check(self, first_schedule) -> None:
+    def check_rewind(self, first_schedule) -> None:
         resolve_rewind_step(RewindPoint.parse(self.options.rewind), first_schedule.steps_per_epoch, first_schedule.total_steps)
+
+    def check(self, first_schedule, model) -> None:
+        """The rewind point fits level 0, and no planned level prunes nothing or leaves nothing (counts from sizes)."""
+        self.check_rewind(first_schedule)
+        check_ltr_schedule(prunable_sizes(model, self.options.include, self.options.ignore), self.options.fraction,
+                           self.options.scope, self.options.levels)
 
     def plan_level(self, level, model, schedule) -> LevelPlan:
         opts, run_dir = self.options, self.run.run_dir
