@@ -356,7 +356,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return args.func(args)
     except PracError as exc:
-        print(f"prac: error: {exc}", file=sys.stderr)
+        print("prac: error: " + str(exc).replace("\n", "\\n"), file=sys.stderr)  # one line, whatever a value held
         return 2
     except OSError as exc:  # a read-only, foreign or full output location is the user's to fix, not a bug
         if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):

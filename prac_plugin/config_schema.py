@@ -53,7 +53,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return None
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond any float
+                raise PracError(f"{where} = an integer of {len(str(abs(value)))} digits is too large for a float") from None
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -72,7 +75,8 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
     fields = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise PracError(f"unknown key {where}.{unknown[0]}; allowed keys: {', '.join(fields)}")
+        key = unknown[0] if isinstance(unknown[0], str) and unknown[0].isidentifier() else repr(unknown[0])  # one line
+        raise PracError(f"unknown key {where}.{key}; allowed keys: {', '.join(fields)}")
     values = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**values)

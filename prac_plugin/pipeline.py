@@ -25,6 +25,7 @@ from .report import write_summary
 from .rewind import RewindPoint, resolve_rewind_step
 from .rundir import FORMAT_VERSION, RunDirectory
 from .runlock import run_lock
+from .schedule_check import check_batch_size
 from .selection.index_file import dataset_signature
 from .strategies import registry
 from .strategies.base import PreviousLevel, SelectionContext, TicketContext, TicketStrategy
@@ -106,7 +107,9 @@ def _run_recipe(recipe: Recipe, output_dir: str, log) -> list[dict]:
     train_size = len(data.train)
 
     first = selection.positions_for_level(0)
-    first_schedule = schedule_for(recipe, train_size, train_size if first is None else len(first), selection.budget)
+    first_examples = train_size if first is None else len(first)
+    check_batch_size(train_cfg.batch_size, first_examples, accelerator.num_processes)
+    first_schedule = schedule_for(recipe, train_size, first_examples, selection.budget)
     resolve_rewind_step(RewindPoint.parse(ticket.rewind_point()), first_schedule.steps_per_epoch, first_schedule.total_steps)
     ticket.check(engine.model, first_schedule)
     if accelerator.is_main_process:

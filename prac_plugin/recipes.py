@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -26,11 +27,20 @@ class ModelSection:
     in_chans: Optional[int] = None
     kwargs: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        for key in ("num_classes", "in_chans"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise PracError(f"model.{key} = {getattr(self, key)} must be at least 1 (or null for the dataset's)")
+
 
 @dataclass
 class AugmentSection:
     random_crop_padding: int = 0
     hflip: bool = False
+
+    def __post_init__(self):
+        if self.random_crop_padding < 0:
+            raise PracError(f"data.augment.random_crop_padding = {self.random_crop_padding} must be 0 (no crop) or more")
 
 
 @dataclass
@@ -68,6 +78,8 @@ class DataSection:
             raise PracError(f"data.image_size = {self.image_size} must be at least 1 (or null for the images' own size)")
         if self.val_fraction is not None and not 0.0 <= self.val_fraction < 1.0:
             raise PracError(f"data.val_fraction = {self.val_fraction} must be in [0, 1)")
+        if not 0 <= self.split_seed < 2**63:  # a torch generator seed
+            raise PracError(f"data.split_seed = {self.split_seed} must be in 0..2**63-1")
         if self.crop_pct is not None and not 0.0 < self.crop_pct <= 1.0:
             raise PracError(f"data.crop_pct = {self.crop_pct} must be in (0, 1]")
 
@@ -120,6 +132,8 @@ class TrainSection:
         for key in ("eval_batch_size",):
             if getattr(self, key) < 1:
                 raise PracError(f"train.{key} = {getattr(self, key)} must be at least 1")
+        if self.seed >= 2**32:  # numpy's seed range, which Accelerate's set_seed seeds too
+            raise PracError(f"train.seed = {self.seed} must be in 0..2**32-1")
         for key in ("warmup_steps", "seed", "eval_every_epochs"):
             if getattr(self, key) < 0:
                 raise PracError(f"train.{key} = {getattr(self, key)} must be 0 or more")
@@ -158,6 +172,8 @@ SECTIONS = ("model", "data", "train", "ticket", "data_selection", "run")
 
 
 def _strategy_section(raw: Any, section: str, default: str, kind: str) -> Any:
+    if raw is not None and not isinstance(raw, dict):
+        raise PracError(f"{section} should be a mapping of keys, got {raw!r}")
     raw = dict(raw or {})
     name = raw.pop("strategy", default)
     if not isinstance(name, str):
@@ -188,6 +204,8 @@ def parse_recipe(raw: Any) -> Recipe:
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``section.key=value`` strings (values parsed as YAML) to a copy of a raw recipe."""
     raw = copy.deepcopy(raw)
+    if overrides and not isinstance(raw, dict):
+        raise PracError(f"a recipe must be a mapping with sections {', '.join(SECTIONS)}; got {type(raw).__name__}")
     for item in overrides:
         if "=" not in item:
             raise PracError(f"override {item!r} should look like section.key=value")
@@ -202,18 +220,37 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 raise PracError(f"override {key!r}: {part!r} is not a section")
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+            value = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506  (a SafeLoader subclass)
+            _check_size(value, [MAX_RECIPE_NODES])
+        except PracError as exc:
+            raise PracError(f"override {item!r} is refused: {exc}") from None
+        except RecursionError:
+            raise PracError(f"override {item!r} is refused: nested too deeply") from None
+        except (yaml.YAMLError, *_TAG_ERRORS) as exc:
             raise PracError(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+        node[parts[-1]] = value
     return raw
 
 
+# yaml's constructors for explicit tags (``!!float abc``, ``!!float ''``, ``!!timestamp 2020-13-45``) raise these
+# instead of a YAMLError
+_TAG_ERRORS = (ValueError, IndexError, TypeError, OverflowError)
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of YAML; a megabyte is already a mistake
 MAX_RECIPE_NODES = 100_000  # values after aliases are expanded: a few hundred in a real recipe
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """yaml's safe loader, counting aliases: a recipe needs few, an alias bomb needs many."""
+class _RecipeLoader(yaml.SafeLoader):
+    """yaml's safe loader, reading ``1e-3`` as a float as YAML 1.2 does (YAML 1.1 wants ``1.0e-3`` and would
+    leave ``lr: 1e-3`` a string, refused later as "should be float")."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
+
+
+class _BoundedLoader(_RecipeLoader):
+    """The recipe loader, counting aliases: a recipe needs few, an alias bomb needs many."""
 
     aliases = 0
 
@@ -257,6 +294,8 @@ def load_recipe_dict(path: str | Path) -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise PracError(f"recipe {str(path)!r} is not valid YAML{where}") from None
+    except _TAG_ERRORS as exc:
+        raise PracError(f"recipe {str(path)!r} is not valid YAML: a value yaml cannot read, e.g. one its !!tag does not fit ({exc.__class__.__name__})") from None
     return raw if raw is not None else {}
 
 

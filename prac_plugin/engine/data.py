@@ -231,6 +231,9 @@ def _carve_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor,
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator)
     n_val = max(1, round(n * fraction))
+    if n_val >= n:
+        raise PracError(f"data.val_fraction = {fraction} holds out all {n:,} examples of the training split, leaving none to train on; "
+                        f"allowed: below {(n - 0.5) / n:.6g} here")
     return order[n_val:].sort().values, order[:n_val].sort().values
 
 

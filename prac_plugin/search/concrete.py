@@ -25,6 +25,7 @@ from torch.func import functional_call
 
 from ..errors import PracError
 from ..masks import TicketMask, keep_largest
+from ..schedule_check import cts_keep_count
 
 OBJECTIVES = ("reverse_kl", "forward_kl", "cross_entropy")
 
@@ -244,7 +245,7 @@ def concrete_ticket_search(
         for n, p in params.items():
             p.requires_grad_(requires[n])
         model.train(was_training)
-    keep = round(cfg.density * total)
+    keep = cts_keep_count(cfg.density, total)
     del optimizer  # free Adam's moments before sorting the logits
     flags = keep_largest(logits.detach().float().cpu(), keep)
     mask = TicketMask({n: f.view_as(w) for n, f, w in zip(names, flags.split(sizes), weights)})

@@ -12,6 +12,7 @@ import torch
 
 from ..errors import PracError
 from ..masks import prunable_parameter_names
+from ..schedule_check import check_cts_densities, prunable_sizes
 from ..search.concrete import ConcreteSearchConfig, concrete_ticket_search
 from .base import LevelPlan, StrategyOptions, TicketStrategy, TicketTraits
 from .registry import register
@@ -82,6 +83,10 @@ class ConcreteTicketSearch(TicketStrategy):
 
     def rewinds_optimizer(self) -> bool:
         return self.options.rewind_optimizer and self.options.search_at == "rewind"
+
+    def check(self, model, first_schedule) -> None:
+        """Every density keeps some but not all of the model's prunable weights."""
+        check_cts_densities(self.options.densities, sum(prunable_sizes(model, self.options.include, self.options.ignore).values()))
 
     def _search_batches(self, batch_size: int, seed: int):
         context = self.context

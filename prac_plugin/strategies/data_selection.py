@@ -33,6 +33,8 @@ class RandomOptions(StrategyOptions):
     def __post_init__(self):
         if not 0.0 < self.fraction <= 1.0:
             raise PracError(f"data_selection.fraction = {self.fraction} must be in (0, 1]")
+        if not 0 <= self.seed < 2**32:  # seed * 1_000_003 + level seeds a torch generator
+            raise PracError(f"data_selection.seed = {self.seed} must be in 0..2**32-1")
 
 
 @register

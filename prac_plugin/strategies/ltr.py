@@ -13,6 +13,7 @@ from typing import Literal
 from ..errors import PracError
 from ..masks import count_to_prune
 from ..rewind import RewindPoint
+from ..schedule_check import check_ltr_schedule, prunable_sizes
 from .base import LevelPlan, StrategyOptions, TicketStrategy, TicketTraits
 from .registry import register
 
@@ -55,6 +56,11 @@ class LotteryTicketRewinding(TicketStrategy):
 
     def rewinds_optimizer(self) -> bool:
         return self.options.rewind_optimizer
+
+    def check(self, model, first_schedule) -> None:
+        """No planned level prunes nothing or leaves nothing (counted from the prunable tensors' sizes)."""
+        opts = self.options
+        check_ltr_schedule(prunable_sizes(model, opts.include, opts.ignore), opts.fraction, opts.scope, opts.levels)
 
     def plan(self, level, previous, start, resumed_mask=None) -> LevelPlan:
         """Prune ``fraction`` of the previous mask's survivors by the previous level's trained magnitudes."""

@@ -108,14 +108,26 @@ class StructuredTicket(TicketStrategy):
         return self.options.fraction
 
     def check(self, model, first_schedule) -> None:
-        """Before anything is written: one trial level on a throwaway dense model (a model torch-pruning cannot
-        trace, or one that does not run once pruned, fails here, naming the layer)."""
+        """Before anything is written: the planned levels tried on a throwaway dense model (a model torch-pruning
+        cannot trace, or one that does not run once pruned, fails here, naming the layer; a level that would remove
+        no channel, every layer being at its floor, is refused rather than retrained unchanged). The channel counts
+        follow from the widths (exactly so in layer scope); global scope ranks the initial weights."""
         dense = create_dense(self.base_structure)
-        segment, _ = prune_level(copy.deepcopy(dense), self.example, self.options.pruning(), dense)
-        if not segment["history"]:
+        trial = copy.deepcopy(dense)
+        for level in range(1, max(1, self.options.levels) + 1):
+            segment, at_floor = prune_level(trial, self.example, self.options.pruning(), dense)
+            if segment["history"]:
+                continue
+            if level == 1:
+                raise PracError(
+                    f"structured pruning finds no channel to remove in {self.base_structure['model']['name']!r} "
+                    "(every layer is ignored, coupled to an ignored layer, or at its ticket.min_keep floor)"
+                )
+            shown = ", ".join(at_floor[:4]) + (", ..." if len(at_floor) > 4 else "")
             raise PracError(
-                f"structured pruning finds no channel to remove in {self.base_structure['model']['name']!r} "
-                "(every layer is ignored, coupled to an ignored layer, or at its ticket.min_keep floor)"
+                f"ticket.levels = {self.options.levels}: level {level} would remove no channel, every prunable layer being "
+                f"at its ticket.min_keep = {self.options.min_keep!r} floor ({shown}); at most {level - 1} level{'s are' if level > 2 else ' is'} "
+                "possible here (or lower ticket.min_keep)"
             )
 
     # structure files ------------------------------------------------------------------------------------
