@@ -52,7 +52,7 @@ class PracOptions(StrategyOptions):
 
 def _set_positions(run, level: int) -> torch.Tensor:
     index = PracIndex.load(run.run_dir.path / round_file(level))
-    return index.positions_in(run.data.train.row_ids, f"round {level} set")
+    return index.positions_in(run.data.train.row_ids, f"round {level} set", labels=run.data.train.labels)
 
 
 @register
