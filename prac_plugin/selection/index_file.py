@@ -10,6 +10,7 @@ gives the byte layout), written at save and verified at load, so a file whose ro
 after it was written is refused. It detects corruption and edits, not forgery: anyone can recompute it; the
 per-row labels and the dataset signature are checked against the dataset besides. Version 1 files (written before
 the checksum) still load, with every check but that one: there is nothing to verify; re-saving writes version 2.
+A file claiming version 1 that carries a checksum has it verified, so a changed version digit does not skip it.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ def _validate(tensors: dict[str, torch.Tensor], metadata: dict[str, str], where:
     rows = tensors["rows"]
     if rows.ndim != 1 or rows.dtype != torch.int64:
         raise PracError(f"{where}: rows must be a 1-D int64 tensor (found {rows.dtype}, shape {tuple(rows.shape)})")
-    if verify_checksum and version >= 2:
+    # verified wherever present, whatever version is claimed: a version digit changed to 1 does not skip it
+    if verify_checksum and (version >= 2 or CHECKSUM_FIELD in metadata):
         stored = metadata.get(CHECKSUM_FIELD)
         if stored is None:
             raise PracError(f"{where} has no metadata {CHECKSUM_FIELD}, which every format version {version} file carries: "
@@ -191,7 +193,7 @@ def _validate(tensors: dict[str, torch.Tensor], metadata: dict[str, str], where:
     if "class_names" in metadata:
         try:
             names = json.loads(metadata["class_names"])
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a deeply nested value
             names = None
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise PracError(f"{where}: metadata class_names = {metadata['class_names'][:80]!r} is not allowed; "
@@ -267,7 +269,8 @@ class PracIndex:
                 metadata = dict(handle.metadata() or {})
                 tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
-            raise PracError(f"{where} is corrupt or not a safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise PracError(f"{where} is corrupt or not a safetensors file ({reason})") from None
         _validate(tensors, metadata, where, verify_checksum=True)
         return cls(tensors.pop("rows"), metadata, tensors)
 
@@ -282,7 +285,7 @@ class PracIndex:
                             "or the timm hook)")
         missing = [key for key in SIGNATURE_FIELDS if not signature.get(key)]
         if missing:
-            raise PracError(f"the dataset signature {path} is checked against lacks {', '.join(missing)}")
+            raise PracError(f"{path} cannot be matched: the dataset signature given lacks {', '.join(missing)}")
         for key, what in CHECKED_FIELDS.items():
             mine, theirs = self.metadata.get(key), signature.get(key)
             if mine is not None and theirs is not None and mine != theirs:
