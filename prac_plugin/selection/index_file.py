@@ -237,7 +237,8 @@ class PracIndex:
     @property
     def format_version(self) -> int:
         """The file format version this set was read from (the current one for a set made in memory)."""
-        return int(self.metadata.get("format_version", FORMAT_VERSION))
+        value = self.metadata.get("format_version", "")
+        return int(value) if value in map(str, READABLE_VERSIONS) else FORMAT_VERSION
 
     def save(self, path: str | Path) -> Path:
         """Write the set as the current format version, with its content checksum; refuses what `load` would refuse."""
