@@ -204,6 +204,10 @@ def _print_description(index) -> None:
     print(f"size: {info['size']}{fraction}")
     print("class balance: " + ", ".join(f"{names[c] if c < len(names) else c}={n}" for c, n in info["class_counts"].items()))
     print("statistics: " + (", ".join(info["statistics"]) or "none"))
+    if info["content_sha256"]:
+        print(f"format: version {info['format_version']}, content SHA-256 verified")
+    elif info["format_version"] < 2:  # files written before checksums load with every other check; say what is missing
+        print(f"format: version {info['format_version']} (no content checksum; save it again to add one)")
     for key, value in info["provenance"].items():
         print(f"{key}: {value}")
 

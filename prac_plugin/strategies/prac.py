@@ -47,7 +47,7 @@ class PracOptions(StrategyOptions):
 
 def _set_positions(context, level: int) -> torch.Tensor:
     index = PracIndex.load(context.run_dir.prac_round_path(level))
-    return index.positions_in(context.train.row_ids, f"round {level} set")
+    return index.positions_in(context.train.row_ids, f"round {level} set", labels=context.train.labels)
 
 
 @register
