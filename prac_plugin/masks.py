@@ -238,7 +238,7 @@ def check_mask_entries(
             raise PracError(f"{where}: entry {name!r} is not a prunable weight of {model_name} (only the .weight of Conv and "
                             f"Linear layers are; biases and normalization layers never){_weights_file_hint(tensors)}")
         if tuple(tensor.shape) != tuple(params[name].shape):
-            raise PracError(f"{where}: entry {name!r} has shape {tuple(tensor.shape)}, the model's weight has {tuple(params[name].shape)}")
+            raise PracError(f"{where}: mask entry {name!r} has shape {tuple(tensor.shape)}, the model's weight has {tuple(params[name].shape)}")
     if include is None and ignore is None:
         return
     expected = prunable_parameter_names(model, include or (), ignore or ())

@@ -40,6 +40,7 @@ def campaign(tmp_path_factory):
     return out, json.loads((out / "campaign.json").read_text()), seconds
 
 
+@pytest.mark.slow
 def test_dry_run_returns_what_the_device_tool_can_bring_back(campaign):
     out, record, _ = campaign
     files = list(out.iterdir())
@@ -52,6 +53,7 @@ def test_dry_run_returns_what_the_device_tool_can_bring_back(campaign):
     assert not any("cache" in name for name in names)
 
 
+@pytest.mark.slow
 def test_dry_run_preflight_passes_every_check(campaign):
     _, record, _ = campaign
     checks = record["stages"]["preflight"]["checks"]
@@ -63,6 +65,7 @@ def test_dry_run_preflight_passes_every_check(campaign):
     assert record["environment"]["torch"]
 
 
+@pytest.mark.slow
 def test_dry_run_throughput_figures(campaign):
     out, record, _ = campaign
     stage = record["stages"]["throughput"]
@@ -77,6 +80,7 @@ def test_dry_run_throughput_figures(campaign):
     assert concurrent["started_together"] and concurrent["throughput_ratio"] > 0 and len(concurrent["per_process"]) == 2
 
 
+@pytest.mark.slow
 def test_dry_run_comparisons(campaign):
     _, record, _ = campaign
     stage = record["stages"]["comparisons"]
@@ -94,6 +98,7 @@ def test_dry_run_comparisons(campaign):
     assert cts["cts_sparsity_pct"] == pytest.approx(cts["sparsity_pct"], abs=0.1) and cts["cts_search_steps"] >= 1
 
 
+@pytest.mark.slow
 def test_every_stage_stops_at_its_deadline(tmp_path):
     """With too little budget for any stage to finish, the campaign still ends on time and records what happened."""
     budget = 45

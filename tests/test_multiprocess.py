@@ -10,12 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 import prac_plugin
 from prac_plugin.selection import PracIndex
 
 from conftest import quick_recipe
+
+pytestmark = pytest.mark.slow  # launched processes
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_CONFIG = ROOT / "recipes" / "accelerate" / "cpu_2proc.yaml"

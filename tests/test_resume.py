@@ -19,6 +19,8 @@ from prac_plugin.errors import PracError
 
 from conftest import quick_recipe
 
+pytestmark = pytest.mark.slow  # runs killed and relaunched in subprocesses
+
 # PrAC (forgetting tracker state), augmentation (its random numbers), cosine schedule and a checkpoint every
 # 7 steps: 21 steps per epoch, so checkpoints fall inside epochs as well as at their ends
 RECIPE = quick_recipe(

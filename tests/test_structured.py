@@ -395,6 +395,7 @@ def test_export_refuses_other_runs_and_levels(structured_run, tmp_path):
     assert main(["export", str(ltr)]) == 2
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_same_smaller_model(structured_run, tmp_path):
     """Under torchrun every process prunes its unwrapped copy identically (DDP would refuse differing shapes)."""
     from test_multiprocess import run_two_processes

@@ -39,8 +39,11 @@ N_TRAIN, CLASSES, SIZE = 256, 4, 16
 PATCHES = ROOT / "prac_plugin" / "integrations" / "timm_patches"
 CPU_DDP = Path(__file__).parent / "cpu_ddp"  # lets timm's DDP wrapping accept CPU processes (see its docstring)
 
-pytestmark = pytest.mark.skipif(not (SCRIPTS / VERSIONS["current"][0]).is_file(),
-                                reason=f"timm's real train.py scripts are not at {SCRIPTS} (set PRAC_TIMM_SCRIPTS)")
+pytestmark = [
+    pytest.mark.skipif(not (SCRIPTS / VERSIONS["current"][0]).is_file(),
+                       reason=f"timm's real train.py scripts are not at {SCRIPTS} (set PRAC_TIMM_SCRIPTS)"),
+    pytest.mark.slow,  # real scripts in subprocesses: about 3.5 minutes
+]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ attention shapes), the ticket's MACs, parameters, measured latency and accuracy,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -16,7 +15,7 @@ from torch import nn
 from .. import __version__
 from ..errors import PracError
 from ..io import atomic_save_safetensors, atomic_write_json, load_safetensors, state_to_cpu
-from ..rundir import RunDirectory
+from ..rundir import RunDirectory, read_json
 from .channels import count_macs_params, create_dense, example_input, replay
 from .latency import latency_report
 
@@ -26,12 +25,7 @@ FORMAT_VERSION = 1
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PracError(f"{what} {str(path)!r} does not exist") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PracError(f"{what} {str(path)!r} cannot be read ({exc.__class__.__name__})") from None
+    data = read_json(path, what)
     if not isinstance(data, dict):
         raise PracError(f"{what} {str(path)!r} should hold a JSON mapping")
     return data
