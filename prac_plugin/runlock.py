@@ -162,8 +162,10 @@ def _tidy(folder: Path, created: list[Path], lock_path: Optional[Path]) -> None:
     """Leave a folder that is not a run folder (no recipe.yaml: a run refused or failed before writing) as it was:
     without the lock file, and removed with the parents this lock created if they are empty. A run folder keeps its
     lock file. Removing it is safe: a process that opened it in the meantime sees it is gone and opens the new one."""
+    from .rundir import RECIPE_FILE  # here, not at the top: rundir imports this module for LOCK_NAME
+
     try:
-        if lock_path is not None and not (folder / "recipe.yaml").exists():
+        if lock_path is not None and not (folder / RECIPE_FILE).exists():
             lock_path.unlink()
         for created_folder in created:
             created_folder.rmdir()  # fails, and stops here, when something was written there

@@ -45,7 +45,7 @@ from prac_plugin.integrations.timm_data import (
 from prac_plugin.io import atomic_save_safetensors, load_safetensors, load_safetensors_and_metadata, state_to_cpu
 from prac_plugin.masks import MaskEnforcer, TicketMask
 from prac_plugin.rewind import RewindPoint, resolve_rewind_step
-from prac_plugin.rundir import RunDirectory
+from prac_plugin.rundir import MASK_FILE, RunDirectory
 from prac_plugin.selection.forgetting import ForgettingTracker, max_over_processes
 from prac_plugin.selection.index_file import PracIndex
 from prac_plugin.selection.prac_set import FINAL_SET, critical_set, prune_disagreement, set_index, set_metadata
@@ -345,7 +345,7 @@ class TimmHook:
             return
         RunDirectory(self.output).save_state("weights", state_to_cpu(self.model), {"step": self.updates, "total_steps": self.total_steps})
         if self.mask is not None:
-            self.mask.save(self.output / "mask.safetensors", {"density": f"{self.mask.density:.6f}"})
+            self.mask.save(self.output / MASK_FILE, {"density": f"{self.mask.density:.6f}"})
         if self.select:
             self._write_set(cep)
 

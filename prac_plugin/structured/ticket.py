@@ -15,12 +15,11 @@ from torch import nn
 from .. import __version__
 from ..errors import PracError
 from ..io import atomic_save_safetensors, atomic_write_json, load_safetensors, state_to_cpu
-from ..rundir import RunDirectory, read_json
+from ..rundir import WEIGHTS_FILE, RunDirectory, read_json
 from .channels import count_macs_params, create_dense, example_input, replay
 from .latency import latency_report
 
 TICKET_FILE = "ticket.json"
-WEIGHTS_FILE = "weights.safetensors"
 FORMAT_VERSION = 1
 
 
