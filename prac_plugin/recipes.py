@@ -220,12 +220,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 raise PracError(f"override {key!r}: {part!r} is not a section")
             node = child
         try:
-            value = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506  (a SafeLoader subclass)
-            _check_size(value, [MAX_RECIPE_NODES])
-        except PracError as exc:
-            raise PracError(f"override {item!r} is refused: {exc}") from None
-        except RecursionError:
-            raise PracError(f"override {item!r} is refused: nested too deeply") from None
+            value = _bounded_yaml(text, f"override {item!r}")
         except (yaml.YAMLError, *_TAG_ERRORS) as exc:
             raise PracError(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
         node[parts[-1]] = value
@@ -272,6 +267,19 @@ def _check_size(value: Any, budget: list[int]) -> None:
         _check_size(child, budget)
 
 
+def _bounded_yaml(text: str, what: str) -> Any:
+    """YAML ``text`` read safely with aliases and size bounded; a refusal names ``what``. YAML syntax and tag
+    errors pass through for the caller to word."""
+    try:
+        value = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506  (a SafeLoader subclass)
+        _check_size(value, [MAX_RECIPE_NODES])
+    except PracError as exc:
+        raise PracError(f"{what} is refused: {exc}") from None
+    except RecursionError:
+        raise PracError(f"{what} is refused: nested too deeply") from None
+    return value
+
+
 def load_recipe_dict(path: str | Path) -> dict:
     """A recipe file's mapping: UTF-8 YAML of bounded size, whose aliases do not expand beyond `MAX_RECIPE_NODES`."""
     path = Path(path)
@@ -284,12 +292,7 @@ def load_recipe_dict(path: str | Path) -> dict:
     except UnicodeDecodeError as exc:
         raise PracError(f"recipe {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
     try:
-        raw = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506  (a SafeLoader subclass)
-        _check_size(raw, [MAX_RECIPE_NODES])
-    except PracError as exc:
-        raise PracError(f"recipe {str(path)!r} is refused: {exc}") from None
-    except RecursionError:
-        raise PracError(f"recipe {str(path)!r} is refused: nested too deeply") from None
+        raw = _bounded_yaml(text, f"recipe {str(path)!r}")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

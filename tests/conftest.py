@@ -1,4 +1,5 @@
 import os
+import sys
 
 # the test machines have no Hub access: fail Hub look-ups at once instead of after network time-outs
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -48,6 +49,24 @@ def quick_recipe(**overrides) -> dict:
     for section, values in overrides.items():
         recipe[section] = {**recipe.get(section, {}), **values}
     return recipe
+
+
+def install_strategy_package(tmp_path, monkeypatch, module: str, source: str, entry: str, kind: str) -> None:
+    """Make ``source`` an installed package advertising ``entry`` ("name = module:Class") in the strategies'
+    entry-point group, as a third-party package would; the registry forgets it when the test ends."""
+    import textwrap
+
+    from prac_plugin.strategies import registry
+
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    dist = tmp_path / f"{module}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[{registry.ENTRY_POINT_GROUP}]\n{entry}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setitem(registry._registry, kind, dict(registry._registry[kind]))
+    monkeypatch.delitem(sys.modules, module, raising=False)
 
 
 TINY_CLASSES, TINY_SIZE = 4, 16

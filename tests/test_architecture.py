@@ -7,8 +7,6 @@ not apply to a strategy says so in one line.
 """
 
 import json
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -22,9 +20,8 @@ from prac_plugin.checkpoint import LevelCheckpoints
 from prac_plugin.cli import main as prac_cli
 from prac_plugin.compat.accelerate_private import prepared_optimizers
 from prac_plugin.strategies import cts as cts_module
-from prac_plugin.strategies import registry
 
-from conftest import quick_recipe
+from conftest import install_strategy_package, quick_recipe
 
 THIRD_PARTY = '''
 from dataclasses import dataclass, field
@@ -65,16 +62,9 @@ class RandomTicket(TicketStrategy):
 @pytest.fixture
 def third_party_strategy(tmp_path, monkeypatch):
     """A ticket strategy installed through the entry-point group, as another package would ship it."""
-    (tmp_path / "thirdparty_ticket.py").write_text(textwrap.dedent(THIRD_PARTY))
-    dist = tmp_path / "thirdparty_ticket-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-ticket\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[prac_plugin.strategies]\nrandom_ticket_test = thirdparty_ticket:RandomTicket\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
-    monkeypatch.setitem(registry._registry, "ticket", dict(registry._registry["ticket"]))
-    yield "random_ticket_test"
-    sys.modules.pop("thirdparty_ticket", None)
+    install_strategy_package(tmp_path, monkeypatch, "thirdparty_ticket", THIRD_PARTY,
+                             "random_ticket_test = thirdparty_ticket:RandomTicket", "ticket")
+    return "random_ticket_test"
 
 
 def test_a_third_party_strategy_gets_the_behaviour_it_declares(third_party_strategy, tmp_path, capsys):

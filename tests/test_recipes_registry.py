@@ -1,6 +1,5 @@
 import json
 import sys
-import textwrap
 
 import pytest
 
@@ -9,7 +8,7 @@ from prac_plugin import PracError, parse_recipe
 from prac_plugin.recipes import apply_overrides, dump_recipe, load_recipe
 from prac_plugin.strategies import registry
 
-from conftest import quick_recipe
+from conftest import install_strategy_package, quick_recipe
 
 
 def test_defaults_fill_a_minimal_recipe():
@@ -79,7 +78,7 @@ def test_registry_lists_builtins_and_rejects_unknown_names():
 
 def test_strategy_from_an_installed_package_entry_point(tmp_path, monkeypatch):
     """A third-party package advertises a strategy in the entry-point group; recipes find it by name."""
-    (tmp_path / "thirdparty_sel.py").write_text(textwrap.dedent('''
+    install_strategy_package(tmp_path, monkeypatch, "thirdparty_sel", '''
         from dataclasses import dataclass
         import torch
         from prac_plugin.strategies import DataSelectionStrategy, StrategyOptions
@@ -95,14 +94,7 @@ def test_strategy_from_an_installed_package_entry_point(tmp_path, monkeypatch):
 
             def positions_for_level(self, level):
                 return torch.arange(0, self.context.train_size, self.options.stride)
-    '''))
-    dist = tmp_path / "thirdparty_sel-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-sel\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[prac_plugin.strategies]\neven_rows = thirdparty_sel:EvenRows\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
-    monkeypatch.setitem(registry._registry, "data_selection", dict(registry._registry["data_selection"]))
+    ''', "even_rows = thirdparty_sel:EvenRows", "data_selection")
     recipe = parse_recipe(quick_recipe(data_selection={"strategy": "even_rows", "stride": 3}))
     assert type(recipe.data_selection).__name__ == "EvenOptions" and recipe.data_selection.stride == 3
     assert "even_rows" in registry.available("data_selection")

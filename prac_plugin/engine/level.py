@@ -8,7 +8,6 @@ engine's too (`LevelRunner.dense_plan`): every ticket strategy starts from it.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
@@ -107,16 +106,14 @@ class LevelRunner:
 
     def run(self, level: int, plan: LevelPlan, positions: torch.Tensor, schedule: LevelSchedule, *,
             selection: Optional["DataSelectionStrategy"] = None, resumed: Optional[Checkpoint] = None,
-            trainer: Optional[Trainer] = None, evaluate: Sequence[str] = ("val", "test"), desc: Optional[str] = None,
-            started: Optional[float] = None) -> LevelOutcome:
+            trainer: Optional[Trainer] = None, evaluate: Sequence[str] = ("val", "test"), desc: Optional[str] = None) -> LevelOutcome:
         """Train ``level`` from ``plan`` (continuing ``resumed`` when given) and evaluate it on ``evaluate``.
 
         The level's optimizer is released when it ends, however it ends; a diverging level also loses its
         checkpoints (they may hold the diverging weights), so a corrected run restarts it from its beginning.
         """
-        engine, checkpoints = self.engine, self.checkpoints
+        engine = self.engine
         accelerator, trainer = engine.accelerator, trainer or engine.trainer
-        started = time.perf_counter() if started is None else started
         if plan.model is not None:
             # the strategy built a new (smaller) model: drop Accelerate's references to the old one and its
             # optimizers, then train the new one from here on (the optimizer below is created on it)
@@ -141,11 +138,11 @@ class LevelRunner:
         enforcer.apply()
         optimizer = accelerator.prepare_optimizer(create_optimizer(unwrapped, trainer.cfg))
         try:
-            return self._train(level, plan, positions, schedule, selection, resumed, trainer, evaluate, desc, started, enforcer, optimizer)
+            return self._train(level, plan, positions, schedule, selection, resumed, trainer, evaluate, desc, enforcer, optimizer)
         finally:
             release_optimizer(accelerator, optimizer)
 
-    def _train(self, level, plan, positions, schedule, selection, resumed, trainer, evaluate, desc, started, enforcer, optimizer):
+    def _train(self, level, plan, positions, schedule, selection, resumed, trainer, evaluate, desc, enforcer, optimizer):
         engine, checkpoints = self.engine, self.checkpoints
         accelerator, unwrapped = engine.accelerator, engine.unwrapped
         if plan.optimizer_state is not None:

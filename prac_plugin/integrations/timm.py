@@ -45,10 +45,10 @@ from prac_plugin.integrations.timm_data import (
 from prac_plugin.io import atomic_save_safetensors, load_safetensors, load_safetensors_and_metadata, state_to_cpu
 from prac_plugin.masks import MaskEnforcer, TicketMask
 from prac_plugin.rewind import RewindPoint, resolve_rewind_step
-from prac_plugin.rundir import MASK_FILE, RunDirectory
+from prac_plugin.rundir import FINAL_SET, MASK_FILE, RunDirectory
 from prac_plugin.selection.forgetting import ForgettingTracker, max_over_processes
 from prac_plugin.selection.index_file import PracIndex
-from prac_plugin.selection.prac_set import FINAL_SET, critical_set, prune_disagreement, set_index, set_metadata
+from prac_plugin.selection.prac_set import critical_set, prune_disagreement, set_index, set_metadata
 
 PATCHES = {  # the lines to add to timm's train.py, per script version (`prac timm-patch`, the README)
     "current": Path(__file__).parent / "timm_patches" / "train.py.diff",

@@ -12,7 +12,6 @@ import torch
 
 from .. import __version__
 from .forgetting import ForgettingTracker
-from ..rundir import FINAL_SET  # noqa: F401  (where `prac run` and the timm hook write the final set)
 from .index_file import PracIndex
 
 CRITERIA = ("both", "cet", "cep")

@@ -169,6 +169,19 @@ class TicketStrategy:
         return model
 
 
+class RewindOptionsDeclared:
+    """For a ticket strategy whose options carry ``include``, ``ignore`` and ``rewind`` (the built-ins'): its
+    prunable weights and rewind point are read from them."""
+
+    options: Any
+
+    def prunable_patterns(self) -> tuple[list[str], list[str]]:
+        return list(self.options.include), list(self.options.ignore)
+
+    def rewind_point(self) -> str:
+        return self.options.rewind
+
+
 @dataclass
 class PreviousLevel:
     """The result of the level before the one being planned: its trained model (unwrapped) and its mask."""

@@ -14,7 +14,7 @@ from ..errors import PracError
 from ..masks import prunable_parameter_names
 from ..schedule_check import check_cts_densities, prunable_sizes
 from ..search.concrete import ConcreteSearchConfig, concrete_ticket_search
-from .base import LevelPlan, StrategyOptions, TicketStrategy, TicketTraits
+from .base import LevelPlan, RewindOptionsDeclared, StrategyOptions, TicketStrategy, TicketTraits
 from .registry import register
 
 
@@ -62,7 +62,7 @@ class CTSOptions(StrategyOptions):
 
 
 @register
-class ConcreteTicketSearch(TicketStrategy):
+class ConcreteTicketSearch(RewindOptionsDeclared, TicketStrategy):
     name = "cts"
     Options = CTSOptions
     traits = TicketTraits(levels_option=None, independent_levels=True, analyses=frozenset({"sanity", "stability"}),
@@ -72,11 +72,6 @@ class ConcreteTicketSearch(TicketStrategy):
     def num_levels(self) -> int:
         return len(self.options.densities)
 
-    def prunable_patterns(self):
-        return list(self.options.include), list(self.options.ignore)
-
-    def rewind_point(self) -> str:
-        return self.options.rewind
 
     def start_point(self) -> str:
         return self.options.search_at

@@ -14,7 +14,7 @@ from ..errors import PracError
 from ..masks import count_to_prune
 from ..rewind import RewindPoint
 from ..schedule_check import check_ltr_schedule, prunable_sizes
-from .base import LevelPlan, StrategyOptions, TicketStrategy, TicketTraits
+from .base import LevelPlan, RewindOptionsDeclared, StrategyOptions, TicketStrategy, TicketTraits
 from .registry import register
 
 
@@ -36,7 +36,7 @@ class LTROptions(StrategyOptions):
 
 
 @register
-class LotteryTicketRewinding(TicketStrategy):
+class LotteryTicketRewinding(RewindOptionsDeclared, TicketStrategy):
     name = "ltr"
     Options = LTROptions
     traits = TicketTraits(magnitude_masks=True)
@@ -45,11 +45,6 @@ class LotteryTicketRewinding(TicketStrategy):
     def num_levels(self) -> int:
         return self.options.levels
 
-    def prunable_patterns(self):
-        return list(self.options.include), list(self.options.ignore)
-
-    def rewind_point(self) -> str:
-        return self.options.rewind
 
     def step_fraction(self) -> float:
         return self.options.fraction

@@ -25,7 +25,7 @@ from ..structured.channels import (
     ChannelPruning, check_forward, count_macs_params, create_dense, example_input, prune_level, replay,
 )
 from ..structured.ticket import FORMAT_VERSION, read_structure
-from .base import LevelPlan, StrategyOptions, TicketStrategy, TicketTraits
+from .base import LevelPlan, RewindOptionsDeclared, StrategyOptions, TicketStrategy, TicketTraits
 from .registry import register
 
 
@@ -79,7 +79,7 @@ def size_metrics(model: torch.nn.Module, dense: torch.nn.Module, example: torch.
 
 
 @register
-class StructuredTicket(TicketStrategy):
+class StructuredTicket(RewindOptionsDeclared, TicketStrategy):
     name = "structured"
     Options = StructuredOptions
     traits = TicketTraits(changes_architecture=True, analyses=frozenset(),
@@ -98,11 +98,6 @@ class StructuredTicket(TicketStrategy):
     def num_levels(self) -> int:
         return self.options.levels
 
-    def prunable_patterns(self):
-        return list(self.options.include), list(self.options.ignore)
-
-    def rewind_point(self) -> str:
-        return self.options.rewind
 
     def step_fraction(self) -> float:
         return self.options.fraction
