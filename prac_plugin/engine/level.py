@@ -149,7 +149,7 @@ class LevelRunner:
             optimizer.load_state_dict(plan.optimizer_state)
         observer = selection.batch_observer(level) if selection is not None else None
         epoch_hook = selection.epoch_hook(level) if selection is not None else None
-        progress = None
+        progress, resumed_elapsed = None, 0.0
         if resumed is not None:
             optimizer.load_state_dict(resumed.optimizer)
             if accelerator.scaler is not None and resumed.scaler is not None:
@@ -158,6 +158,7 @@ class LevelRunner:
                 selection.load_state_dict(resumed.process["selection"])
             set_rng_state(resumed.process["rng"])
             progress = TrainProgress.from_state_dict(resumed.process["progress"])
+            resumed_elapsed = progress.elapsed  # read now: training moves it on
             self.log(f"Resuming level {level} at step {progress.step} from {resumed.path}")
 
         def save_checkpoint(progress: TrainProgress) -> None:
@@ -182,8 +183,7 @@ class LevelRunner:
             raise
         check_finite(unwrapped, level)
         scores = {split: trainer.evaluate(engine.model, split) if split in engine.sources else (None, None) for split in evaluate}
-        return LevelOutcome(result, scores.get("val", (None, None)), scores.get("test", (None, None)), remaining,
-                            progress.elapsed if progress is not None else 0.0)
+        return LevelOutcome(result, scores.get("val", (None, None)), scores.get("test", (None, None)), remaining, resumed_elapsed)
 
 
 def strategy_figures(plan: LevelPlan, engine_figures: dict, extra: dict) -> dict:
