@@ -1,0 +1,64 @@
+"""Are two run folders the same result? Every safetensors file bit-equal (NaN equal to NaN), every JSON file equal
+except wall-clock times, the package version and the run's own path.
+
+Used to show that a refactor keeps results bit-identical: run a recipe before and after the change, then
+    python benchmarks/compare_run_folders.py runs/before runs/after
+Exit status 0 when identical. The run folder's lock file (.prac.lock) is not a result and is not compared.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+TIMING = ("wall_time", "train_time", "elapsed", "seconds", "_s")
+IGNORED_FILES = {".prac.lock", "summary.json"}  # summary.json repeats the levels' metrics with their wall times
+
+
+def without_timing(value):
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items()
+                if not any(t in k for t in TIMING) and k not in ("run", "package_version")}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+def same_tensors(a: Path, b: Path) -> bool:
+    x, y = load_file(str(a)), load_file(str(b))
+    if x.keys() != y.keys():
+        return False
+    for key in x:
+        p, q = x[key], y[key]
+        if p.dtype != q.dtype or p.shape != q.shape:
+            return False
+        equal = (p == q) | (p.isnan() & q.isnan()) if p.is_floating_point() else p == q
+        if not bool(equal.all()):
+            return False
+    return True
+
+
+def compare(a: Path, b: Path) -> list[str]:
+    files = [sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name not in IGNORED_FILES) for root in (a, b)]
+    problems = [f"only in one folder: {sorted(map(str, set(files[0]) ^ set(files[1])))}"] if files[0] != files[1] else []
+    for rel in sorted(set(files[0]) & set(files[1])):
+        if rel.suffix == ".safetensors" and not same_tensors(a / rel, b / rel):
+            problems.append(f"tensors differ: {rel}")
+        elif rel.suffix == ".json" and without_timing(json.loads((a / rel).read_text())) != without_timing(json.loads((b / rel).read_text())):
+            problems.append(f"JSON differs: {rel}")
+    return problems
+
+
+def main() -> int:
+    a, b = Path(sys.argv[1]), Path(sys.argv[2])
+    problems = compare(a, b)
+    count = sum(1 for p in a.rglob("*") if p.is_file() and p.name not in IGNORED_FILES)
+    print("\n".join(problems) if problems else f"{count} files compared: identical (timings aside)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
