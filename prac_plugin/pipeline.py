@@ -36,12 +36,6 @@ def full_data_steps(full: LevelSchedule, level: LevelSchedule, start_step: int) 
     return full.total_steps - round(start_step * full.total_steps / level.total_steps)
 
 
-def schedule_for(recipe: Recipe, train_size: int, num_examples: int, budget: str = "linear") -> LevelSchedule:
-    """The level's schedule when it trains on ``num_examples`` of the ``train_size`` examples of the training split."""
-    train = recipe.train
-    return LevelSchedule.for_examples(num_examples, train.batch_size, train.epochs, train_size, budget)
-
-
 def default_output_dir(recipe_path: Optional[str]) -> str:
     return str(Path("runs") / (Path(recipe_path).stem if recipe_path else "run"))
 
@@ -109,7 +103,7 @@ def _run_recipe(recipe: Recipe, output_dir: str, log) -> list[dict]:
     first = selection.positions_for_level(0)
     first_examples = train_size if first is None else len(first)
     check_batch_size(train_cfg.batch_size, first_examples, accelerator.num_processes)
-    first_schedule = schedule_for(recipe, train_size, first_examples, selection.budget)
+    first_schedule = engine.schedule(first_examples, selection.budget)
     resolve_rewind_step(RewindPoint.parse(ticket.rewind_point()), first_schedule.steps_per_epoch, first_schedule.total_steps)
     ticket.check(engine.model, first_schedule)
     if accelerator.is_main_process:
@@ -129,14 +123,14 @@ def _run_recipe(recipe: Recipe, output_dir: str, log) -> list[dict]:
         f"normalization from {norm_source}; {ticket.num_levels + 1} levels into {run_dir.path}"
     )
     include, ignore = ticket.prunable_patterns()
-    full_schedule = schedule_for(recipe, train_size, train_size)
+    full_schedule = engine.schedule(train_size)
 
     for level in range(len(completed), ticket.num_levels + 1):
         started = time.perf_counter()
         positions = selection.positions_for_level(level)
         if positions is None:
             positions = torch.arange(train_size)
-        schedule = schedule_for(recipe, train_size, len(positions), selection.budget)
+        schedule = engine.schedule(len(positions), selection.budget)
         resumed = checkpoints.latest(level) if level == len(completed) else None
         if level == 0:
             plan = runner.dense_plan(ticket, schedule)

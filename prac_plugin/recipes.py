@@ -234,18 +234,9 @@ MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of YAML; a megabyte is already 
 MAX_RECIPE_NODES = 100_000  # values after aliases are expanded: a few hundred in a real recipe
 
 
-class _RecipeLoader(yaml.SafeLoader):
-    """yaml's safe loader, reading ``1e-3`` as a float as YAML 1.2 does (YAML 1.1 wants ``1.0e-3`` and would
-    leave ``lr: 1e-3`` a string, refused later as "should be float")."""
-
-
-_RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
-)
-
-
-class _BoundedLoader(_RecipeLoader):
-    """The recipe loader, counting aliases: a recipe needs few, an alias bomb needs many."""
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml's safe loader, counting aliases (a recipe needs few, an alias bomb needs many) and reading ``1e-3`` as
+    a float as YAML 1.2 does (YAML 1.1 wants ``1.0e-3`` and would leave ``lr: 1e-3`` a string)."""
 
     aliases = 0
 
@@ -255,6 +246,11 @@ class _BoundedLoader(_RecipeLoader):
             if self.aliases > 1000:
                 raise PracError("more than 1000 YAML aliases")
         return super().compose_node(parent, index)
+
+
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
 
 
 def _check_size(value: Any, budget: list[int]) -> None:

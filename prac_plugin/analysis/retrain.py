@@ -18,7 +18,6 @@ from ..engine.setup import build_engine
 from ..errors import PracError
 from ..io import state_to_cpu
 from ..masks import TicketMask
-from ..pipeline import schedule_for
 from ..recipes import parse_recipe
 from ..rundir import RunDirectory
 from ..strategies import registry
@@ -61,8 +60,7 @@ class Retrainer:
         recipe.run.tracker = "none"  # the analysis writes its own files, not tracker logs
         self.engine = engine = build_engine(recipe, run.path)
         self.split = engine.eval_split
-        train_size = len(engine.data.train)
-        self.schedule = schedule_for(recipe, train_size, train_size)
+        self.schedule = engine.schedule(len(engine.data.train))
         start_point = load_start_point(run, self.start, self.schedule, rewinds_optimizer)
         self.start_weights, self.start_step, self.optimizer_state = start_point.weights, start_point.step, start_point.optimizer_state
         engine.use_model(engine.model)

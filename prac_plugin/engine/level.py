@@ -121,8 +121,6 @@ class LevelRunner:
             engine.use_model(plan.model)
         elif plan.weights is not None:
             engine.unwrapped.load_state_dict(plan.weights)
-        elif not engine.prepared:
-            engine.use_model(engine.model)
         unwrapped = engine.unwrapped
         if resumed is not None:
             # the checkpoint's mask is the one this level trained with (a mask search need not repeat exactly)

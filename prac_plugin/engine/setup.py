@@ -19,7 +19,7 @@ from ..errors import PracError
 from ..recipes import Recipe
 from .data import BatchSource, DataBundle, load_data, resolve_normalization
 from .models import create_model
-from .trainer import Trainer
+from .trainer import LevelSchedule, Trainer
 
 
 def effective_precision(recipe_precision: str) -> str:
@@ -89,10 +89,14 @@ class Engine:
     trainer: Trainer
     model: torch.nn.Module
     unwrapped: torch.nn.Module = field(init=False)
-    prepared: bool = False
 
     def __post_init__(self):
         self.unwrapped = self.model
+
+    def schedule(self, num_examples: int, budget: str = "linear") -> LevelSchedule:
+        """A level's schedule when it trains on ``num_examples`` of the training split (budget scaled by the share)."""
+        train = self.recipe.train
+        return LevelSchedule.for_examples(num_examples, train.batch_size, train.epochs, len(self.data.train), budget)
 
     def use_model(self, model: torch.nn.Module) -> None:
         """Train ``model`` from now on: prepared by Accelerate (channels_last when the recipe asks)."""
@@ -100,7 +104,6 @@ class Engine:
             model = model.to(memory_format=torch.channels_last)
         self.model = self.accelerator.prepare_model(model)
         self.unwrapped = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        self.prepared = True
 
     @property
     def eval_split(self) -> str:
