@@ -22,9 +22,14 @@ PRUNABLE_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 SCOPES = ("global", "layer")
 
 
-def _matches(patterns: Iterable[str], param_name: str) -> bool:
+TYPE_PATTERN = "type:"
+
+
+def _matches(patterns: Iterable[str], param_name: str, module_type: str) -> bool:
+    """A glob on the parameter or module name, or ``type:GLOB`` on the module's class name (``type:Conv*``)."""
     module_name = param_name.rsplit(".", 1)[0]
-    return any(fnmatch(param_name, p) or fnmatch(module_name, p) for p in patterns)
+    return any(fnmatch(module_type, p[len(TYPE_PATTERN):]) if p.startswith(TYPE_PATTERN)
+               else fnmatch(param_name, p) or fnmatch(module_name, p) for p in patterns)
 
 
 def prunable_parameter_names(
@@ -33,21 +38,22 @@ def prunable_parameter_names(
     """Names of the Conv/Linear ``.weight`` tensors to prune; biases and normalization layers never are.
 
     ``include`` and ``ignore`` are glob patterns matched against the parameter or its module name
-    (``fc`` and ``fc.weight`` both exempt the classifier). A pattern that matches nothing is an error,
-    because a typo there would silently prune the classifier.
+    (``fc`` and ``fc.weight`` both exempt the classifier), or ``type:GLOB`` against the module's class name
+    (``type:Conv*`` includes only convolutions). A pattern that matches nothing is an error, because a typo
+    there would silently prune the classifier.
     """
-    candidates, seen = [], set()
+    candidates, seen = {}, set()
     for module_name, module in model.named_modules():
         weight = getattr(module, "weight", None)
         if isinstance(module, PRUNABLE_MODULES) and isinstance(weight, nn.Parameter) and id(weight) not in seen:
             seen.add(id(weight))  # tied weights are pruned once
-            candidates.append(f"{module_name}.weight" if module_name else "weight")
+            candidates[f"{module_name}.weight" if module_name else "weight"] = type(module).__name__
     for label, patterns in (("include", include), ("ignore", ignore)):
         for pattern in patterns:
-            if not any(_matches([pattern], name) for name in candidates):
-                shown = ", ".join(candidates[:8]) + (", ..." if len(candidates) > 8 else "")
+            if not any(_matches([pattern], name, kind) for name, kind in candidates.items()):
+                shown = ", ".join(list(candidates)[:8]) + (", ..." if len(candidates) > 8 else "")
                 raise PracError(f"ticket.{label} pattern {pattern!r} matches no prunable weight (prunable: {shown})")
-    names = [n for n in candidates if (not include or _matches(include, n)) and not _matches(ignore, n)]
+    names = [n for n, kind in candidates.items() if (not include or _matches(include, n, kind)) and not _matches(ignore, n, kind)]
     if not names:
         raise PracError(f"model {type(model).__name__} has no prunable Conv/Linear weights after include/ignore")
     return names
@@ -67,6 +73,31 @@ def keep_largest(scores: torch.Tensor, keep: int) -> torch.Tensor:
         order = torch.sort(scores, descending=True, stable=True).indices
         flags[order[:keep]] = True
     return flags
+
+
+def keep_largest_per_tensor_floor(scores: Sequence[torch.Tensor], keep: int, floor: int = 0) -> list[torch.Tensor]:
+    """Keep the ``keep`` largest of the pooled ``scores``, at least ``min(floor, n)`` of each tensor's ``n``.
+
+    The floor is taken first (each tensor's largest scores), then the rest of the budget goes to the largest of
+    the other scores, ties to the lower pooled index; ``floor = 0`` is exactly `keep_largest` on the pool.
+    """
+    sizes = [s.numel() for s in scores]
+    pool = torch.cat([s.flatten() for s in scores]) if scores else torch.zeros(0)
+    if floor <= 0:
+        return list(torch.split(keep_largest(pool, keep), sizes))
+    reserved = torch.cat([keep_largest(s.flatten(), min(floor, s.numel())) for s in scores])
+    taken = int(reserved.sum())
+    if taken > keep:
+        raise PracError(f"ticket.min_per_layer = {floor} keeps {taken:,} weights, more than the {keep:,} this level keeps; lower it")
+    others = (~reserved).nonzero().squeeze(1)
+    flags = reserved.clone()
+    flags[others[keep_largest(pool[others], keep - taken)]] = True
+    return list(torch.split(flags, sizes))
+
+
+def floor_count(sizes: Iterable[int], floor: int) -> int:
+    """Weights a per-tensor floor reserves over tensors of ``sizes`` (every level keeps at least these)."""
+    return sum(min(floor, int(n)) for n in sizes) if floor > 0 else 0
 
 
 @dataclass
@@ -93,12 +124,14 @@ class TicketMask:
         names = prunable_parameter_names(model, include, ignore)
         return cls({n: torch.ones_like(params[n], dtype=torch.bool, device="cpu") for n in names})
 
-    def prune_magnitude(self, model: nn.Module, fraction: float, scope: str = "global") -> "TicketMask":
-        """A new mask removing ``fraction`` of the *remaining* weights with the smallest magnitude."""
+    def prune_magnitude(self, model: nn.Module, fraction: float, scope: str = "global", min_per_layer: int = 0) -> "TicketMask":
+        """A new mask removing ``fraction`` of the *remaining* weights with the smallest magnitude, each tensor
+        keeping at least ``min_per_layer`` of them (or all it has, if fewer)."""
         self.check_model(model)
-        return self.prune_weights(dict(model.named_parameters()), fraction, scope)
+        return self.prune_weights(dict(model.named_parameters()), fraction, scope, min_per_layer)
 
-    def prune_weights(self, weights: Mapping[str, torch.Tensor], fraction: float, scope: str = "global") -> "TicketMask":
+    def prune_weights(self, weights: Mapping[str, torch.Tensor], fraction: float, scope: str = "global",
+                      min_per_layer: int = 0) -> "TicketMask":
         """`prune_magnitude` on a name -> tensor mapping (a saved state dict): pruning as a pure function of
         the weights and this mask."""
         if scope not in SCOPES:
@@ -112,11 +145,11 @@ class TicketMask:
                 raise PracError(f"weight {name!r} holds NaN or infinite values (a diverged run): its magnitudes cannot rank weights")
         scores = {n: weights[n].detach().abs().float().cpu().flatten()[m.flatten()] for n, m in self.masks.items()}
         if scope == "global":
-            pool = torch.cat(list(scores.values()))
-            flags = keep_largest(pool, pool.numel() - count_to_prune(fraction, pool.numel()))
-            kept = dict(zip(scores, torch.split(flags, [s.numel() for s in scores.values()])))
+            pooled = sum(s.numel() for s in scores.values())
+            kept = dict(zip(scores, keep_largest_per_tensor_floor(list(scores.values()), pooled - count_to_prune(fraction, pooled), min_per_layer)))
         else:
-            kept = {n: keep_largest(s, s.numel() - count_to_prune(fraction, s.numel())) for n, s in scores.items()}
+            kept = {n: keep_largest(s, max(s.numel() - count_to_prune(fraction, s.numel()), min(min_per_layer, s.numel())))
+                    for n, s in scores.items()}
         new = {}
         for name, mask in self.masks.items():
             flat = torch.zeros(mask.numel(), dtype=torch.bool)

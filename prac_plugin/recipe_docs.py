@@ -23,10 +23,16 @@ _TICKET_COMMON = {
     "levels": "pruning levels after the dense level 0",
     "fraction": "share of the remaining prunable weights removed per level",
     "scope": "global: one pool over all prunable tensors; layer: the fraction from each tensor",
-    "include": "glob patterns: prune only these parameters or modules (empty: every Conv/Linear weight)",
-    "ignore": "glob patterns of parameters or modules never pruned (e.g. fc, the classifier)",
+    "include": "glob patterns: prune only these parameters or modules, or type:GLOB on module classes (type:Conv*); empty: every Conv/Linear weight",
+    "ignore": "glob patterns of parameters or modules never pruned (e.g. fc, the classifier), or type:GLOB",
     "rewind": "rewind point: 0it (initialization), 500it, 2ep, 1ep50it",
     "rewind_optimizer": "also rewind the optimizer state (open_lth starts each level with a fresh optimizer)",
+    "min_per_layer": "global pruning keeps at least this many weights of every prunable tensor (0: no floor)",
+}
+_EARLY_BIRD = {
+    "early_bird": "stop a level when its would-be mask stops changing (the reference code's early-bird)",
+    "early_bird_eps": "early-bird: share of the remaining weights whose keep/prune decision changed, below which masks count as unchanged",
+    "early_bird_window": "early-bird: epochs in a row below the distance",
 }
 _BUDGET = "steps of a level trained on a subset: linear (paper: |P|/|D| of the steps), quadratic (reference code), none"
 
@@ -94,14 +100,14 @@ HELP: dict[tuple[str, str], dict[str, str]] = {
     },
     ("ticket", "ltr"): dict(_TICKET_COMMON),
     ("ticket", "cts"): {
-        **{k: _TICKET_COMMON[k] for k in ("include", "ignore", "rewind", "rewind_optimizer")},
+        **{k: _TICKET_COMMON[k] for k in ("include", "ignore", "rewind", "rewind_optimizer", "min_per_layer")},
         "densities": "target densities of the tickets, each in (0, 1): one level each",
         "search_at": "search the mask at the rewind point or at initialization",
         "objective": "reverse_kl (sparse against dense outputs), forward_kl or cross_entropy",
         "loss_scale": "factor on the search objective",
         "temperature": "temperature of the concrete (relaxed Bernoulli) gates",
         "final_temperature": "anneal the temperature to this value (null: constant)",
-        "search_epochs": "length of the search in epochs at search_batch_size",
+        "search_epochs": "length of the search in epochs at search_batch_size (the authors: 20, a length of its own, not scaled with training)",
         "search_steps": "length of the search in steps (overrides search_epochs)",
         "search_batch_size": "batch of the search",
         "lr": "Adam learning rate of the mask logits",
@@ -110,9 +116,10 @@ HELP: dict[tuple[str, str], dict[str, str]] = {
         "sparsity_control": "gradbalance (the paper's) or lagrangian (dual ascent)",
         "dual_lr": "step of the Lagrangian's dual variable",
         "concrete_form": "paper: sigmoid((logit + noise) / T); reference_code: sigmoid(logit + noise / T)",
+        "batchnorm": "BatchNorm during the search: batch (the authors': the current batch's statistics) or running (frozen; not the authors' method)",
     },
     ("ticket", "structured"): {  # a fresh optimizer every level: the pruned shapes change
-        **{k: v for k, v in _TICKET_COMMON.items() if k != "rewind_optimizer"},
+        **{k: v for k, v in _TICKET_COMMON.items() if k not in ("rewind_optimizer", "min_per_layer")},
         "fraction": "share of the remaining channels removed per level",
         "min_keep": "no layer falls below this share of its dense channels (and never below one)",
         "attention": "ViT attention: heads (remove whole heads) or head_dims (shrink every head)",
@@ -128,15 +135,16 @@ HELP: dict[tuple[str, str], dict[str, str]] = {
         "resample_each_level": "draw anew at every level",
         "full_first_level": "level 0 trains on the whole split",
         "budget": _BUDGET,
+        **_EARLY_BIRD,
+        "preset": "reference: PrAC's reference-code settings, for a control spending what PrAC spends (see prac)",
     },
     ("data_selection", "prac"): {
         "forgetting_threshold": "E_F: an example forgotten more than this many times (or never learned) is critical",
         "criteria": "both (CET u CEP, the paper's PrAC set), cet or cep",
         "budget": _BUDGET,
-        "early_bird": "stop a level when its would-be mask stops changing (the reference code's early-bird)",
-        "early_bird_eps": "early-bird: normalized Hamming distance below which masks count as unchanged",
-        "early_bird_window": "early-bird: epochs in a row below the distance",
+        **_EARLY_BIRD,
         "select_rounds": "prac select: pruned rounds after the dense one",
+        "preset": "reference: the reference code's settings for unset keys (early-bird 0.08 over 5 epochs, quadratic budget, conv weights only, rewind 3ep); null: the paper's",
     },
     ("data_selection", "index"): {
         "path": "a *.prac.safetensors index file (local or hf://), checked against the dataset",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -184,6 +185,33 @@ def _strategy_section(raw: Any, section: str, default: str, kind: str) -> Any:
     return options
 
 
+def apply_preset(raw: dict) -> dict:
+    """Fill the keys a ``data_selection.preset`` sets and the recipe leaves unset (the recipe's own values win);
+    ticket keys the ticket strategy does not have are left out. The resolved recipe records every value."""
+    section = raw.get("data_selection")
+    if not isinstance(section, dict) or section.get("preset") is None:
+        return raw
+    name, strategy = section["preset"], section.get("strategy", "full")
+    presets = getattr(registry.get("data_selection", strategy), "presets", {}) if isinstance(strategy, str) else {}
+    if name not in presets:
+        allowed = ", ".join(map(repr, presets)) or "none"
+        raise PracError(f"data_selection.preset = {name!r} is not a preset of data_selection.strategy {strategy!r} (presets: {allowed})")
+    resolved = dict(raw)
+    ticket = raw.get("ticket") if isinstance(raw.get("ticket"), dict) else {}
+    ticket_name = ticket.get("strategy", "ltr")
+    ticket_fields = {f.name for f in dataclasses.fields(registry.get("ticket", ticket_name).Options)} if isinstance(ticket_name, str) else set()
+    for key, values in presets[name].items():
+        given = raw.get(key)
+        if given is not None and not isinstance(given, dict):
+            return raw  # parse_recipe names the malformed section
+        merged = dict(given or {})
+        for option, value in values.items():
+            if key != "ticket" or option in ticket_fields:
+                merged.setdefault(option, value)
+        resolved[key] = merged
+    return resolved
+
+
 def parse_recipe(raw: Any) -> Recipe:
     """Validate a recipe dict: unknown keys and wrong types raise `PracError` naming the key."""
     if not isinstance(raw, dict):
@@ -191,6 +219,7 @@ def parse_recipe(raw: Any) -> Recipe:
     unknown = [k for k in raw if k not in SECTIONS]
     if unknown:
         raise PracError(f"unknown recipe section {unknown[0]!r}; allowed sections: {', '.join(SECTIONS)}")
+    raw = apply_preset(raw)
     return Recipe(
         model=from_dict(ModelSection, raw.get("model"), "model"),
         data=from_dict(DataSection, raw.get("data"), "data"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
 from .errors import PracError
-from .masks import SCOPES, count_to_prune, prunable_parameter_names
+from .masks import SCOPES, count_to_prune, floor_count, prunable_parameter_names
 
 
 def prunable_sizes(model, include: Sequence[str] = (), ignore: Sequence[str] = ()) -> dict[str, int]:
@@ -94,6 +94,16 @@ def check_cts_densities(densities: Sequence[float], total: int) -> None:
                 f"{total:,} prunable weights, i.e. {what}; allowed: densities keeping 1 to {total - 1:,} weights "
                 f"(about {0.5 / total:.3g} to {1 - 0.5 / total:.9g})"
             )
+
+
+def check_layer_floor(sizes: Mapping[str, int], floor: int, smallest_keep: int, where: str) -> None:
+    """Refuse a ``ticket.min_per_layer`` whose reserved weights exceed what the sparsest level keeps."""
+    reserved = floor_count(sizes.values(), floor)
+    if reserved > smallest_keep:
+        raise PracError(
+            f"ticket.min_per_layer = {floor} reserves {reserved:,} weights over {len(sizes)} prunable tensors, more than the "
+            f"{smallest_keep:,} {where} keeps; lower ticket.min_per_layer to at most {smallest_keep // max(1, len(sizes))}"
+        )
 
 
 def check_batch_size(batch_size: int, examples: int, num_processes: int = 1) -> None:

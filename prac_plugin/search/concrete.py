@@ -1,7 +1,8 @@
 """Concrete Ticket Search (Arora & Teuscher, 2025): search a whole mask near initialization.
 
 One logit per prunable weight; every forward draws logistic noise and uses the soft mask
-sigmoid((logit + noise) / temperature) on frozen weights (eval mode, un-augmented inputs). The loss is a
+sigmoid((logit + noise) / temperature) on frozen weights (un-augmented inputs; BatchNorm normalises with the
+statistics of the current batch, as in the authors' networks, or with frozen running statistics). The loss is a
 divergence between the sparse and the dense network's outputs (reverse KL by default, scaled by 100), and
 GradBalance adds the gradient of a density penalty, weighted so the expected density stays on target
 (optionally a Lagrangian multiplier updated by dual ascent instead). ``concrete_form: reference_code`` uses
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
@@ -23,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from ..engine.batchnorm import batch_statistics
 from ..errors import PracError
-from ..masks import TicketMask, keep_largest
+from ..masks import TicketMask, keep_largest_per_tensor_floor
 from ..schedule_check import cts_keep_count
 
 OBJECTIVES = ("reverse_kl", "forward_kl", "cross_entropy")
@@ -124,6 +127,43 @@ class Lagrangian:
 
 
 SPARSITY_CONTROLS = ("gradbalance", "lagrangian")
+BATCHNORM_MODES = ("batch", "running")
+
+
+@contextmanager
+def frozen_parameters(model: torch.nn.Module):
+    """The search trains only its logits: the model's parameters need no gradient meanwhile."""
+    requires = {p: p.requires_grad for p in model.parameters()}
+    for p in requires:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in requires.items():
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def search_mode(model: torch.nn.Module, batchnorm: str):
+    """Eval mode for the search (no dropout), BatchNorm normalising with ``batchnorm`` statistics; on exit the
+    modules' modes are as they were and no BatchNorm buffer has changed.
+
+    ``batch`` (the CTS authors', whose ResNets use ``track_running_stats=False``): teacher and masked network
+    normalise with the current batch's statistics. ``running``: with the dense model's frozen running statistics,
+    not the authors' method: at 1-3% density the soft mask shrinks pre-BN activations roughly by the density,
+    frozen statistics do not rescale them, the relaxed network turns nearly input-blind and the top-k can empty
+    whole layers.
+    """
+    if batchnorm not in BATCHNORM_MODES:
+        raise PracError(f"unknown CTS batchnorm mode {batchnorm!r}; choose one of {', '.join(BATCHNORM_MODES)}")
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        with batch_statistics(model) if batchnorm == "batch" else nullcontext():
+            yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
 
 
 @dataclass
@@ -142,6 +182,8 @@ class ConcreteSearchConfig:
     sparsity_control: str = "gradbalance"
     dual_lr: float = 0.01  # lagrangian only
     concrete_form: str = "paper"
+    batchnorm: str = "batch"
+    min_per_layer: int = 0  # the ticket keeps at least this many weights of each tensor
     seed: int = 0
 
     def __post_init__(self):
@@ -155,6 +197,8 @@ class ConcreteSearchConfig:
             raise PracError(f"unknown CTS sparsity control {self.sparsity_control!r}; choose one of {', '.join(SPARSITY_CONTROLS)}")
         if self.concrete_form not in CONCRETE_FORMS:
             raise PracError(f"unknown CTS concrete_form {self.concrete_form!r}; choose one of {', '.join(CONCRETE_FORMS)}")
+        if self.batchnorm not in BATCHNORM_MODES:
+            raise PracError(f"unknown CTS batchnorm mode {self.batchnorm!r}; choose one of {', '.join(BATCHNORM_MODES)}")
         if self.dual_lr <= 0:
             raise PracError(f"CTS dual_lr = {self.dual_lr!r} must be positive")
 
@@ -200,15 +244,10 @@ def concrete_ticket_search(
     optimizer = torch.optim.Adam([logits], lr=cfg.lr)
     balance = cfg.density_control(total)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    was_training = model.training
-    model.eval()  # frozen normalization statistics
-    requires = {n: p.requires_grad for n, p in params.items()}
-    for p in params.values():
-        p.requires_grad_(False)
     started = time.perf_counter()
     step = forward = backward = 0
     history = []
-    try:
+    with frozen_parameters(model), search_mode(model, cfg.batchnorm):
         epoch = 0
         while step < cfg.steps:
             for images, labels in batches(epoch):
@@ -241,12 +280,8 @@ def concrete_ticket_search(
                 if step >= cfg.steps:
                     break
             epoch += 1
-    finally:
-        for n, p in params.items():
-            p.requires_grad_(requires[n])
-        model.train(was_training)
     keep = cts_keep_count(cfg.density, total)
     del optimizer  # free Adam's moments before sorting the logits
-    flags = keep_largest(logits.detach().float().cpu(), keep)
-    mask = TicketMask({n: f.view_as(w) for n, f, w in zip(names, flags.split(sizes), weights)})
+    flags = keep_largest_per_tensor_floor(logits.detach().float().cpu().split(sizes), keep, cfg.min_per_layer)
+    mask = TicketMask({n: f.view_as(w) for n, f, w in zip(names, flags, weights)})
     return SearchResult(mask, step, forward, backward, time.perf_counter() - started, float(torch.sigmoid(logits.detach()).mean()), history)

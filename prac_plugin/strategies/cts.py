@@ -12,7 +12,7 @@ import torch
 
 from ..errors import PracError
 from ..masks import prunable_parameter_names
-from ..schedule_check import check_cts_densities, prunable_sizes
+from ..schedule_check import check_cts_densities, check_layer_floor, cts_keep_count, prunable_sizes
 from ..search.concrete import ConcreteSearchConfig, concrete_ticket_search
 from .base import LevelPlan, RewindOptionsDeclared, StrategyOptions, TicketStrategy, TicketTraits
 from .registry import register
@@ -39,6 +39,8 @@ class CTSOptions(StrategyOptions):
     sparsity_control: Literal["gradbalance", "lagrangian"] = "gradbalance"
     dual_lr: float = 0.01
     concrete_form: Literal["paper", "reference_code"] = "paper"
+    batchnorm: Literal["batch", "running"] = "batch"
+    min_per_layer: int = 0
 
     def __post_init__(self):
         if not self.densities:
@@ -58,7 +60,10 @@ class CTSOptions(StrategyOptions):
                 raise PracError(f"ticket.{key} = {value} must be a positive finite number")
         if self.final_temperature is not None and not (math.isfinite(self.final_temperature) and self.final_temperature > 0):
             raise PracError(f"ticket.final_temperature = {self.final_temperature} must be a positive finite number (or null)")
-        ConcreteSearchConfig(self.densities[0], 1, objective=self.objective, dual_lr=self.dual_lr, concrete_form=self.concrete_form)  # validates them
+        if self.min_per_layer < 0:
+            raise PracError(f"ticket.min_per_layer = {self.min_per_layer} must be 0 or more")
+        ConcreteSearchConfig(self.densities[0], 1, objective=self.objective, dual_lr=self.dual_lr, concrete_form=self.concrete_form,
+                             batchnorm=self.batchnorm)  # validates them
 
 
 @register
@@ -81,7 +86,12 @@ class ConcreteTicketSearch(RewindOptionsDeclared, TicketStrategy):
 
     def check(self, model, first_schedule) -> None:
         """Every density keeps some but not all of the model's prunable weights."""
-        check_cts_densities(self.options.densities, sum(prunable_sizes(model, self.options.include, self.options.ignore).values()))
+        opts = self.options
+        sizes = prunable_sizes(model, opts.include, opts.ignore)
+        total = sum(sizes.values())
+        check_cts_densities(opts.densities, total)
+        if opts.min_per_layer:
+            check_layer_floor(sizes, opts.min_per_layer, cts_keep_count(min(opts.densities), total), f"density {min(opts.densities)!r}")
 
     def _search_batches(self, batch_size: int, seed: int):
         context = self.context
@@ -111,13 +121,14 @@ class ConcreteTicketSearch(RewindOptionsDeclared, TicketStrategy):
         cfg = ConcreteSearchConfig(
             density, steps, lr=opts.lr, decay_at=opts.decay_at, temperature=opts.temperature, final_temperature=opts.final_temperature,
             objective=opts.objective, loss_scale=opts.loss_scale, target_factor=opts.target_factor,
-            sparsity_control=opts.sparsity_control, dual_lr=opts.dual_lr, concrete_form=opts.concrete_form, seed=context.seed + level,
+            sparsity_control=opts.sparsity_control, dual_lr=opts.dual_lr, concrete_form=opts.concrete_form, batchnorm=opts.batchnorm,
+            min_per_layer=opts.min_per_layer, seed=context.seed + level,
         )
         with context.autocast():
             result = concrete_ticket_search(model, names, self._search_batches(batch_size, cfg.seed), cfg, context.reduce_mean)
         plan.mask = result.mask
         plan.info.update({
-            "cts_expected_density": result.expected_density,
+            "cts_batchnorm": opts.batchnorm, "cts_expected_density": result.expected_density,
             "cts_search_steps": result.steps, "cts_search_forward_passes": result.forward_passes,
             "cts_search_backward_passes": result.backward_passes, "cts_search_wall_time_s": result.wall_time,
             "cts_search_history": result.history,

@@ -10,7 +10,8 @@ import torch
 from ..errors import PracError
 from ..rundir import prac_round_path
 from ..selection.index_file import PracIndex
-from .base import DataSelectionStrategy, StrategyOptions
+from .base import DataSelectionStrategy
+from .prac import EarlyBirdOptions, EarlyBirdStopping
 from .registry import register
 
 
@@ -22,15 +23,17 @@ class FullData(DataSelectionStrategy):
 
 
 @dataclass
-class RandomOptions(StrategyOptions):
+class RandomOptions(EarlyBirdOptions):
     fraction: float = 0.5
     sizes_from: Optional[str] = None
     seed: int = 0
     resample_each_level: bool = True
     full_first_level: bool = True
     budget: Literal["linear", "quadratic", "none"] = "linear"
+    preset: Optional[Literal["reference"]] = None  # the same settings as PrAC's preset, for a fair control
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 < self.fraction <= 1.0:
             raise PracError(f"data_selection.fraction = {self.fraction} must be in (0, 1]")
         if not 0 <= self.seed < 2**32:  # seed * 1_000_003 + level seeds a torch generator
@@ -38,11 +41,12 @@ class RandomOptions(StrategyOptions):
 
 
 @register
-class RandomSubset(DataSelectionStrategy):
+class RandomSubset(EarlyBirdStopping, DataSelectionStrategy):
     """A seeded random subset of the training split (a baseline for smarter selections).
 
     Level 0 (dense training) uses the full split unless ``full_first_level`` is false. With ``sizes_from``
-    (a PrAC run directory) level L draws as many examples as that run's level L trained on.
+    (a PrAC run directory) level L draws as many examples as that run's level L trained on. Budget and early-bird
+    stopping are PrAC's options, so a control can spend exactly what PrAC spends.
     """
 
     name = "random"

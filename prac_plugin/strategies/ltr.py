@@ -13,7 +13,7 @@ from typing import Literal
 from ..errors import PracError
 from ..masks import count_to_prune
 from ..rewind import RewindPoint
-from ..schedule_check import check_ltr_schedule, prunable_sizes
+from ..schedule_check import check_layer_floor, check_ltr_schedule, ltr_counts, prunable_sizes
 from .base import LevelPlan, RewindOptionsDeclared, StrategyOptions, TicketStrategy, TicketTraits
 from .registry import register
 
@@ -27,10 +27,13 @@ class LTROptions(StrategyOptions):
     ignore: list[str] = field(default_factory=list)
     rewind: str = "0it"
     rewind_optimizer: bool = False
+    min_per_layer: int = 0
 
     def __post_init__(self):
         if self.levels < 0:
             raise PracError(f"ticket.levels = {self.levels} must be 0 or more")
+        if self.min_per_layer < 0:
+            raise PracError(f"ticket.min_per_layer = {self.min_per_layer} must be 0 or more")
         count_to_prune(self.fraction, 1)  # raises for a fraction outside (0, 1)
         RewindPoint.parse(self.rewind)
 
@@ -55,10 +58,14 @@ class LotteryTicketRewinding(RewindOptionsDeclared, TicketStrategy):
     def check(self, model, first_schedule) -> None:
         """No planned level prunes nothing or leaves nothing (counted from the prunable tensors' sizes)."""
         opts = self.options
-        check_ltr_schedule(prunable_sizes(model, opts.include, opts.ignore), opts.fraction, opts.scope, opts.levels)
+        sizes = prunable_sizes(model, opts.include, opts.ignore)
+        check_ltr_schedule(sizes, opts.fraction, opts.scope, opts.levels)
+        if opts.min_per_layer and opts.scope == "global" and opts.levels:
+            last = list(ltr_counts(list(sizes.values()), opts.fraction, opts.scope, opts.levels))[-1]
+            check_layer_floor(sizes, opts.min_per_layer, last.remaining[0], f"level {opts.levels}")
 
     def plan(self, level, previous, start, resumed_mask=None) -> LevelPlan:
         """Prune ``fraction`` of the previous mask's survivors by the previous level's trained magnitudes."""
         opts = self.options
-        mask = previous.mask.prune_magnitude(previous.model, opts.fraction, opts.scope)
+        mask = previous.mask.prune_magnitude(previous.model, opts.fraction, opts.scope, opts.min_per_layer)
         return LevelPlan(mask, start.step, weights=start.weights, optimizer_state=start.optimizer_state, info={"rewind_step": start.step})

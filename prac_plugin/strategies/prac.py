@@ -11,7 +11,7 @@ no augmentation); the next round trains only on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
 
@@ -26,21 +26,69 @@ from .base import DataSelectionStrategy, StrategyOptions
 from .registry import register
 
 
+# The settings of the PrAC reference code (VITA-Group/PrAC-LTH), whose runs produced the paper's savings (83.9%
+# fewer iterations on ResNet-20): early-bird in every round, the epochs shrinking with the set (quadratic budget),
+# convolutions pruned only, rewinding to the weights after epoch 3. ``data_selection.preset: reference`` fills
+# the keys a recipe leaves unset; the paper's own statement (linear budget, no early-bird) is the default.
+REFERENCE_PRESET = {
+    "data_selection": {"early_bird": True, "early_bird_eps": 0.08, "early_bird_window": 5, "budget": "quadratic"},
+    "ticket": {"include": ["type:Conv*"], "rewind": "3ep"},
+}
+
+
 @dataclass
-class PracOptions(StrategyOptions):
-    forgetting_threshold: int = 0
-    criteria: Literal["both", "cet", "cep"] = "both"
-    budget: Literal["linear", "quadratic", "none"] = "linear"
+class EarlyBirdOptions(StrategyOptions):
+    """Early-bird stopping, shared by PrAC and the random-subset control so both get the same rule."""
+
     early_bird: bool = False
     early_bird_eps: float = 0.08
     early_bird_window: int = 5
-    select_rounds: int = 1
 
     def __post_init__(self):
-        if self.forgetting_threshold < 0:
-            raise PracError(f"data_selection.forgetting_threshold = {self.forgetting_threshold} must be 0 or more")
         if not 0 < self.early_bird_eps < 1 or self.early_bird_window < 1:
             raise PracError("data_selection.early_bird_eps must be in (0, 1) and early_bird_window at least 1")
+
+
+class EarlyBirdStopping:
+    """A data-selection strategy whose levels may end by early-bird stopping (``options.early_bird``)."""
+
+    options: EarlyBirdOptions
+    context: Any
+    presets = {"reference": REFERENCE_PRESET}
+    early_bird: Optional[EarlyBird] = None
+
+    def new_early_bird(self) -> Optional[EarlyBird]:
+        """A fresh early-bird judge for a level, or None when early-bird stopping is off."""
+        self.early_bird = None
+        if self.options.early_bird:
+            fraction, include, ignore = self.context.pruning
+            self.early_bird = EarlyBird(fraction, self.options.early_bird_eps, self.options.early_bird_window, include, ignore)
+        return self.early_bird
+
+    def epoch_hook(self, level: int):
+        judge = self.new_early_bird()
+        return None if judge is None else (lambda epoch, model: judge(epoch, model))
+
+    def state_dict(self) -> dict:
+        return {"early_bird": self.early_bird.state_dict()} if self.early_bird is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.early_bird is not None:
+            self.early_bird.load_state_dict(state["early_bird"])
+
+
+@dataclass
+class PracOptions(EarlyBirdOptions):
+    forgetting_threshold: int = 0
+    criteria: Literal["both", "cet", "cep"] = "both"
+    budget: Literal["linear", "quadratic", "none"] = "linear"
+    select_rounds: int = 1
+    preset: Optional[Literal["reference"]] = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.forgetting_threshold < 0:
+            raise PracError(f"data_selection.forgetting_threshold = {self.forgetting_threshold} must be 0 or more")
         if self.select_rounds < 0:
             raise PracError(f"data_selection.select_rounds = {self.select_rounds} must be 0 or more")
 
@@ -51,14 +99,13 @@ def _set_positions(context, level: int) -> torch.Tensor:
 
 
 @register
-class PracSelection(DataSelectionStrategy):
+class PracSelection(EarlyBirdStopping, DataSelectionStrategy):
     name = "prac"
     Options = PracOptions
 
     def __init__(self, options, context):
         super().__init__(options, context)
         self.tracker: Optional[ForgettingTracker] = None
-        self.early_bird: Optional[EarlyBird] = None
 
     def positions_for_level(self, level: int):
         return None if level == 0 else _set_positions(self.context, level - 1)
@@ -69,27 +116,20 @@ class PracSelection(DataSelectionStrategy):
 
     def epoch_hook(self, level: int):
         """Fold the epoch into the forgetting counts, then ask early-bird (when on) whether to stop."""
-        self.early_bird = None
-        if self.options.early_bird:
-            fraction, include, ignore = self.context.pruning
-            self.early_bird = EarlyBird(fraction, self.options.early_bird_eps, self.options.early_bird_window, include, ignore)
+        judge = self.new_early_bird()
 
         def hook(epoch: int, model: torch.nn.Module) -> bool:
             self.tracker.end_epoch(max_over_processes)
-            return self.early_bird is not None and self.early_bird(epoch, model)
+            return judge is not None and judge(epoch, model)
 
         return hook
 
     def state_dict(self) -> dict:
-        state = {"tracker": self.tracker.state_dict()}
-        if self.early_bird is not None:
-            state["early_bird"] = self.early_bird.state_dict()
-        return state
+        return {"tracker": self.tracker.state_dict(), **super().state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.tracker.load_state_dict(state["tracker"])
-        if self.early_bird is not None:
-            self.early_bird.load_state_dict(state["early_bird"])
+        super().load_state_dict(state)
 
     def end_level(self, level: int, model: torch.nn.Module) -> dict:
         opts, context = self.options, self.context
