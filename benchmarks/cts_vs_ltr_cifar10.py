@@ -8,8 +8,8 @@ as LTR for at most 1/8 of its compute. The data is the JPEG copy of CIFAR-10 (se
 accuracies between methods, not with published absolute numbers.
 
     python benchmarks/cts_vs_ltr_cifar10.py --output runs/bench_cts_cifar10 --set train.mixed_precision=bf16
-    # a shorter schedule for a first look (the search is scaled with it):
-    python benchmarks/cts_vs_ltr_cifar10.py --set train.epochs=40 train.milestones=[20,30] --rewind 2ep --search-epochs 5
+    # a shorter schedule for a first look (the search keeps its own length, 20 epochs at batch 512):
+    python benchmarks/cts_vs_ltr_cifar10.py --set train.epochs=40 train.milestones=[20,30] --rewind 2ep
 """
 
 from __future__ import annotations

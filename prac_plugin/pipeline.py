@@ -141,7 +141,7 @@ def _run_recipe(recipe: Recipe, output_dir: str, log) -> list[dict]:
             if resumed is not None and not ticket.traits.changes_architecture:
                 resumed_mask = TicketMask.load(resumed.mask_path, engine.unwrapped, include=include, ignore=ignore)
             plan = ticket.plan(level, previous, start, resumed_mask)
-        outcome = runner.run(level, plan, positions, schedule, selection=selection, resumed=resumed)
+        outcome = runner.run(level, plan, positions, schedule, selection=selection, resumed=resumed, check_mask=level > 0)
         unwrapped, result = engine.unwrapped, outcome.result
         val, test, remaining = outcome.val, outcome.test, outcome.remaining_pct
         extra = selection.end_level(level, unwrapped)

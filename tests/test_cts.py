@@ -135,7 +135,9 @@ def test_search_drives_density_to_target_keeps_exact_count_and_freezes_the_model
     assert result.mask.num_remaining == round(0.1 * total) == 148
     assert result.mask.num_total == total and sorted(result.mask.masks) == sorted(names)
     assert 0.08 <= result.expected_density <= 0.1 * 1.1 * 1.02  # held at or just under 1.1 x target
-    assert result.history[0]["expected_density"] > result.expected_density or result.history[0]["expected_density"] <= 0.11
+    # the task pulls the density up; GradBalance engages (lambda > 0) and brings it back to 1.1 x target
+    assert max(h["expected_density"] for h in result.history) > 0.1 * 1.1 * 1.02
+    assert any(h["lambda"] > 0 for h in result.history) and result.history[-1]["expected_density"] <= 0.1 * 1.1 * 1.02
     for key, value in tiny_net.state_dict().items():  # weights and BN statistics untouched
         assert torch.equal(value, before[key]), key
     assert all(p.requires_grad for p in tiny_net.parameters()) and tiny_net.training

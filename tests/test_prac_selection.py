@@ -251,3 +251,28 @@ def test_per_process_trackers_combine_to_the_single_process_statistics():
         assert torch.equal(tracker.forgetting, single.forgetting) and torch.equal(tracker.critical(), single.critical())
         assert torch.equal(tracker.presentations, torch.full((n,), epochs, dtype=torch.int32))
     assert int(single.forgetting.sum()) > 0  # the sequence did contain forgetting events
+
+
+def test_early_bird_distance_counts_changed_decisions_among_the_remaining_weights():
+    """At density 0.1 (100 of 1,000 weights left), masks whose remaining weights differ in 10 decisions are 0.1
+    apart, not 0.01: a distance over all weights would be density times too small and stop far too early."""
+    from prac_plugin.selection.early_bird import EarlyBird, mask_distance
+
+    previous = torch.zeros(1000, dtype=torch.bool)
+    previous[:80] = True  # of the 100 remaining weights (positions 0..99), 80 would be kept
+    current = previous.clone()
+    current[75:80] = False  # 5 kept ones now pruned ...
+    current[80:85] = True  # ... and 5 pruned ones now kept: 10 decisions changed
+    assert mask_distance(previous, current, remaining=100) == 0.1
+
+    layer = torch.nn.Linear(100, 10, bias=False)
+    with torch.no_grad():
+        layer.weight.zero_()
+        alive = layer.weight.view(-1)[:100]
+        alive.copy_(torch.arange(1, 101, dtype=torch.float32))  # magnitudes 1..100: the 20 smallest are pruned
+    bird = EarlyBird(fraction=0.2, eps=0.08, window=1)
+    assert bird(1, layer) is False
+    with torch.no_grad():
+        alive[:5] += 100.0  # five of the pruned smallest now the largest: five kept ones (21..25) pruned instead
+    bird(2, layer)
+    assert bird.distances == [0.1]

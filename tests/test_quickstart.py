@@ -30,6 +30,11 @@ def test_quickstart_compares_prac_tickets_with_full_data_ltr(tmp_path):
         assert row["steps_saved_pct"] == pytest.approx(100 * (1 - row["prac_steps"] / row["ltr_steps"]))
         assert 0 < row["prac_steps"] < row["ltr_steps"] and 0 < row["prac_acc"] <= 1
     assert all(m["train_examples"] < ltr[0]["train_examples"] for m in prac[1:])  # PrAC levels trained on subsets
+    # the control: random subsets of the PrAC sets' sizes, the same budget, so the same steps
+    control = [RunDirectory(tmp_path / "random").level_metrics(level) for level in range(4)]
+    assert [m["train_examples"] for m in control] == [m["train_examples"] for m in prac]
+    assert [m["optimizer_steps"] for m in control] == [m["optimizer_steps"] for m in prac]
+    assert all(row["random_steps"] == row["prac_steps"] and 0 < row["random_acc"] <= 1 for row in rows)
     assert (tmp_path / "report" / "report.png").is_file() and "ticket on the full data" in (tmp_path / "report" / "report.md").read_text()
     assert any("steps saved" in line for line in lines)
 

@@ -21,6 +21,7 @@ from ..masks import MaskEnforcer, TicketMask
 from ..rewind import RewindPoint, resolve_rewind_step
 from ..rundir import RunDirectory
 from ..strategies.base import SIZE_KEYS, LevelPlan, StartPoint
+from .health import MaskHealth, chance_ceiling, empty_layers, start_point_accuracy
 from .setup import Engine
 from .trainer import DivergedError, LevelSchedule, Trainer, TrainProgress, TrainResult, create_optimizer
 
@@ -106,9 +107,12 @@ class LevelRunner:
 
     def run(self, level: int, plan: LevelPlan, positions: torch.Tensor, schedule: LevelSchedule, *,
             selection: Optional["DataSelectionStrategy"] = None, resumed: Optional[Checkpoint] = None,
-            trainer: Optional[Trainer] = None, evaluate: Sequence[str] = ("val", "test"), desc: Optional[str] = None) -> LevelOutcome:
+            trainer: Optional[Trainer] = None, evaluate: Sequence[str] = ("val", "test"), desc: Optional[str] = None,
+            check_mask: bool = False) -> LevelOutcome:
         """Train ``level`` from ``plan`` (continuing ``resumed`` when given) and evaluate it on ``evaluate``.
 
+        With ``check_mask`` a level that starts afresh first records its mask's health (`MaskHealth`) in
+        ``plan.info["mask_health"]`` (kept in its checkpoints) and warns when the mask may cut the network.
         The level's optimizer is released when it ends, however it ends; a diverging level also loses its
         checkpoints (they may hold the diverging weights), so a corrected run restarts it from its beginning.
         """
@@ -122,6 +126,11 @@ class LevelRunner:
         elif plan.weights is not None:
             engine.unwrapped.load_state_dict(plan.weights)
         unwrapped = engine.unwrapped
+        trainer_for_health = trainer if check_mask and resumed is None else None
+        health_split = "val" if "val" in engine.sources else engine.eval_split()
+        dense_start = None
+        if trainer_for_health is not None and plan.model is None:  # the unmasked start point, for comparison
+            dense_start = start_point_accuracy(trainer_for_health, unwrapped, health_split)
         if resumed is not None:
             # the checkpoint's mask is the one this level trained with (a mask search need not repeat exactly)
             saved = TicketMask.load(resumed.mask_path, unwrapped)
@@ -134,11 +143,22 @@ class LevelRunner:
         check_same_mask_everywhere(accelerator, plan.mask, level)
         enforcer = MaskEnforcer(unwrapped, plan.mask)
         enforcer.apply()
+        if trainer_for_health is not None:
+            self._record_health(level, plan, trainer_for_health, health_split, dense_start)
         optimizer = accelerator.prepare_optimizer(create_optimizer(unwrapped, trainer.cfg))
         try:
             return self._train(level, plan, positions, schedule, selection, resumed, trainer, evaluate, desc, enforcer, optimizer)
         finally:
             release_optimizer(accelerator, optimizer)
+
+    def _record_health(self, level: int, plan: LevelPlan, trainer: Trainer, split: str, dense_start: Optional[float]) -> None:
+        """The masked start point's health, before training (the weights are masked already)."""
+        labels = self.engine.sources[split].split.labels
+        health = MaskHealth(split, empty_layers(plan.mask), start_point_accuracy(trainer, self.engine.unwrapped, split),
+                            dense_start, chance_ceiling(labels))
+        plan.info["mask_health"] = health.figures(level)
+        if health.warning(level):
+            self.log(health.warning(level))
 
     def _train(self, level, plan, positions, schedule, selection, resumed, trainer, evaluate, desc, enforcer, optimizer):
         engine, checkpoints = self.engine, self.checkpoints

@@ -276,7 +276,8 @@ def concrete_ticket_search(
                 backward += labels.numel()
                 step += 1
                 if step % max(1, cfg.steps // 20) == 0 or step == cfg.steps:
-                    history.append({"step": step, "loss": float(loss.detach()), "expected_density": float(torch.sigmoid(logits.detach()).mean())})
+                    history.append({"step": step, "loss": float(loss.detach()), "expected_density": float(torch.sigmoid(logits.detach()).mean()),
+                                    "lambda": float(balance.lam)})
                 if step >= cfg.steps:
                     break
             epoch += 1
