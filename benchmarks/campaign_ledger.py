@@ -121,26 +121,37 @@ def ready(cell: Cell, done: set[str]) -> bool:
 
 
 def choose(all_cells: list[Cell], done: set[str], busy: set[str], slots: int, seconds_left: float,
-           cost_s: Callable[[Cell], float]) -> list[Cell]:
+           cost_s: Callable[[Cell], float], open_chains: Optional[set[str]] = None, max_open: Optional[int] = None) -> list[Cell]:
     """The cells to start now, in priority order: not done or busy, their dependencies done, each expected to
-    finish within ``seconds_left``, no more than ``slots`` running in all."""
+    finish within ``seconds_left``, no more than ``slots`` running in all. With ``max_open``, a cell that would
+    open a chain beyond ``open_chains`` waits while that many are open (every open chain keeps a state of about
+    2 MiB in the ledger, and the ledger travels to the GPU machine inside a 64 MiB limit)."""
     picked: list[Cell] = []
+    chains = set(open_chains or ())
     for cell in all_cells:
         if len(busy) + len(picked) >= slots:
             break
         if cell.id in done or cell.id in busy or not ready(cell, done):
             continue
+        if max_open is not None and cell.chain not in chains and len(chains) >= max_open:
+            continue
         if cost_s(cell) <= seconds_left:
             picked.append(cell)
+            chains.add(cell.chain)
     return picked
 
 
+def open_chains(ledger: "Ledger", all_cells: list[Cell], done: set[str]) -> set[str]:
+    """Chains holding a state in the ledger (started, or finished with retrain cells pending)."""
+    return {c.chain for c in all_cells if c.kind == "level" and c.id in done and (ledger.folder(c.id) / STATE).is_file()}
+
+
 def concurrency(all_cells: list[Cell], done: set[str], busy: set[str], max_slots: int, seconds_left: float,
-                cost_s: Callable[[Cell, int], float]) -> int:
+                cost_s: Callable[[Cell, int], float], **limits) -> int:
     """How many cells to run side by side: the most (up to ``max_slots``) for which as many ready cells each fit
-    ``seconds_left`` at the slowdown of that many processes; at least 1."""
+    ``seconds_left`` at the slowdown of that many processes; at least 1. ``limits``: `choose`'s chain limits."""
     for k in range(max_slots, 1, -1):
-        if len(choose(all_cells, done, busy, k, seconds_left, lambda c: cost_s(c, k))) + len(busy) >= k:
+        if len(choose(all_cells, done, busy, k, seconds_left, lambda c: cost_s(c, k), **limits)) + len(busy) >= k:
             return k
     return 1
 

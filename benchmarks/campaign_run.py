@@ -23,7 +23,7 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from campaign_cells import CELL_OVERHEAD_S, SLOWEST_EPOCH_S, Cell, cells, experiment  # noqa: E402
-from campaign_ledger import MACHINE_PATHS, STATE, Ledger, cell_recipe, choose, concurrency, fingerprint, tidy  # noqa: E402
+from campaign_ledger import MACHINE_PATHS, STATE, Ledger, cell_recipe, choose, concurrency, fingerprint, open_chains, tidy  # noqa: E402
 
 LEVEL_FIGURES = ("level", "weights_remaining_pct", "sparsity_pct", "test_acc", "val_acc", "train_loss", "train_acc", "optimizer_steps",
                  "examples_seen", "train_examples", "wall_time_s", "train_time_s", "full_data_steps", "start_step", "total_steps",
@@ -233,8 +233,11 @@ def _yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+MAX_OPEN_CHAINS = 3  # 3 states of ~2.2 MiB: what the 64 MiB transfer has room for beside the data (55 MiB)
+
+
 def stage_cells(c, scale: Optional[dict], data: Optional[Path], ledger_path: Path, max_slots: int,
-                only: Optional[list[str]] = None, environment: Optional[dict] = None) -> None:
+                only: Optional[list[str]] = None, environment: Optional[dict] = None, max_open: int = MAX_OPEN_CHAINS) -> None:
     """Run pending cells until the stage's deadline; every finished one goes to the ledger and to cells.tar.gz."""
     deadline = c.budget - c.final_reserve_s
     ledger = Ledger(ledger_path)
@@ -245,7 +248,8 @@ def stage_cells(c, scale: Optional[dict], data: Optional[Path], ledger_path: Pat
     pool = [cell for cell in pool if cell.id not in unsupported]
     clock = timing(c, c.plan.dry_run)
     done = ledger.done(runner.all, scale)
-    slots = concurrency(pool, done, set(), max_slots, deadline - c.elapsed(), clock.cost_s)
+    slots = concurrency(pool, done, set(), max_slots, deadline - c.elapsed(), clock.cost_s,
+                        open_chains=open_chains(ledger, runner.all, done), max_open=max_open)
     stage = c.record["stages"]["cells"] = {
         "ledger": str(ledger_path), "deadline_s": deadline, "started_at_s": c.elapsed(), "slots": slots,
         "timing": clock.__dict__, "done_before": sorted(done), "not_runnable": sorted(unsupported), "cells": {},
@@ -283,7 +287,9 @@ def stage_cells(c, scale: Optional[dict], data: Optional[Path], ledger_path: Pat
             pack_new(c, ledger, new)
             c.save()
         left = deadline - c.elapsed()
-        for cell in choose(pool, done | skipped, set(running), slots, left, lambda x: clock.cost_s(x, slots)):
+        chains = open_chains(ledger, runner.all, done) | {job.cell.chain for job in running.values()}
+        for cell in choose(pool, done | skipped, set(running), slots, left, lambda x: clock.cost_s(x, slots),
+                           open_chains=chains, max_open=max_open):
             try:
                 job = runner.prepare(cell, done)
             except Exception as exc:

@@ -43,9 +43,17 @@ if (( total > limit_bytes )); then
     exit 1
 fi
 
+pending=$("$python" benchmarks/campaign_ledger.py status 2>/dev/null || echo "(campaign_ledger.py status failed)")
 cat <<EOF
+
+Campaign ledger (benchmarks/results/cells/), before this call:
+$pending
 
 Run on the GPU machine (device tool: carry [".gpu_stage"], timeout_s 540), then give the machine back:
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu_stage/wheels/*.whl && export PYTHONPATH=/tmp/site && python3 benchmarks/gpu_campaign.py --budget 490 --data .gpu_stage/data
+
+Then here, with FILES_AT the folder the device tool names:
+  tar -xzf FILES_AT/cells.tar.gz -C benchmarks/results/cells && python benchmarks/campaign_ledger.py tidy
+  python benchmarks/campaign_table.py --write     # and commit benchmarks/results/cells and RESULTS.md
 EOF

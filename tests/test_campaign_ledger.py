@@ -43,6 +43,17 @@ def test_pending_cells_are_chosen_by_dependency_and_budget():
     assert choose(cells, {"A"}, set(), 4, 4, cost) == []  # nothing fits 4 s
 
 
+def test_open_chains_are_capped():
+    """Each open chain keeps a ~2 MiB state in the ledger, which travels in a 64 MiB limit: new chains wait."""
+    a0, a1 = Cell("E1-s0-L00", "E1", 0, "level", 0, (), 1, (0,)), Cell("E1-s0-L01", "E1", 0, "level", 1, ("E1-s0-L00",), 1, (1,))
+    b0, c0 = Cell("E2-s0-L00", "E2", 0, "level", 0, (), 1, (2,)), Cell("E4-s0-L00", "E4", 0, "level", 0, (), 1, (3,))
+    cells = [a0, a1, b0, c0]
+    cost = lambda c: 1.0  # noqa: E731
+    assert [c.id for c in choose(cells, {"E1-s0-L00"}, set(), 4, 100, cost, open_chains={"E1-s0"}, max_open=2)] == ["E1-s0-L01", "E2-s0-L00"]
+    assert [c.id for c in choose(cells, {"E1-s0-L00"}, set(), 4, 100, cost, open_chains={"E1-s0", "E5-s0"}, max_open=2)] == ["E1-s0-L01"]
+    assert len(choose(cells, {"E1-s0-L00"}, set(), 4, 100, cost)) == 3  # no cap
+
+
 def test_concurrency_is_the_most_cells_that_each_still_fit():
     cells = [cell(f"C{i}", 100, order=i) for i in range(4)]
     slowdown = lambda k: 1 + 0.5 * (k - 1)  # noqa: E731

@@ -34,6 +34,7 @@ full_dry_run = pytest.mark.skipif(not os.environ.get("PRAC_FULL_DRY_RUN"), reaso
 
 
 def dry_run(tmp_path: Path, *args: str, budget: float = OUT_OF_REACH) -> tuple[subprocess.CompletedProcess, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_campaign.py"), "--dry-run", "--budget", str(budget),
