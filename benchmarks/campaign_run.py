@@ -35,15 +35,17 @@ STATE_SKIP = ("checkpoints/", "init.safetensors", ".prac.lock", "curve.png")
 
 @dataclass
 class Timing:
-    """Seconds per full-data ResNet-20 epoch for one process alone, and the slowdown of 5 side by side."""
+    """Seconds per full-data ResNet-20 epoch for one process alone, and the slowdown of each of ``processes``
+    side by side (measured: 2.3 with 5 on the H200)."""
 
     epoch_s: float
-    slowdown_5: float
+    slowdown_measured: float
     basis: str
+    processes: int = 5
 
     def slowdown(self, k: int) -> float:
-        """Assumed linear between 1 (alone) and the measured 5-process slowdown; beyond 5 extrapolated."""
-        return 1.0 + (self.slowdown_5 - 1.0) * (k - 1) / 4
+        """Assumed linear between 1 (alone) and the measured slowdown of ``processes``; beyond, extrapolated."""
+        return 1.0 + (self.slowdown_measured - 1.0) * (k - 1) / max(1, self.processes - 1)
 
     def cost_s(self, cell: Cell, k: int) -> float:
         return CELL_OVERHEAD_S + cell.epochs * self.epoch_s * self.slowdown(k)
@@ -69,8 +71,11 @@ def timing(c, dry_run: bool) -> Timing:
     slowdown = thr.get("concurrent", {}).get("slowdown_per_process")
     given = c.record.get("given_timing", {})
     if single and single.get("status") == "ok":
-        return Timing(single["seconds_per_epoch"], slowdown or given.get("slowdown", 2.3),
-                      "this call's epoch time" + (" and side-by-side slowdown" if slowdown else ", slowdown " + ("given" if given else "assumed 2.3")))
+        if slowdown:
+            return Timing(single["seconds_per_epoch"], slowdown, "this call's epoch time and side-by-side slowdown",
+                          thr["concurrent"]["processes"])
+        return Timing(single["seconds_per_epoch"], given.get("slowdown", 2.3), "this call's epoch time, slowdown of 5 processes "
+                      + ("given" if given else "as measured on the H200 (2.3)"))
     if given:
         return Timing(given["epoch_seconds"], given["slowdown"], "epoch time and slowdown given on the command line")
     if dry_run:
@@ -122,7 +127,7 @@ def final_level(run: Path, level: int) -> bool:
 
 
 class CellRunner:
-    def __init__(self, c, ledger: Ledger, scale: Optional[dict], data: Optional[Path], environment: dict):
+    def __init__(self, c, ledger: Ledger, scale: Optional[dict], data: Optional[Path], environment: "Environment"):
         self.c, self.ledger, self.scale, self.data, self.environment = c, ledger, scale, data, environment
         self.all = cells(scale)
 
@@ -212,7 +217,7 @@ class CellRunner:
             "kind": cell.kind, "level": cell.level, "fingerprint": fingerprint(json.loads(json.dumps(cell_recipe(cell, self.scale)))),
             "figures": {k: figures[k] for k in keys if k in figures},
             "cell_wall_s": seconds, "cells_side_by_side": job.peers, "estimate_epochs": cell.epochs,
-            "dry_run": self.c.plan.dry_run, "environment": self.environment,
+            "dry_run": self.c.plan.dry_run, "environment": self.environment.get(),
             "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "restored_from": job.restored,
             "recipe": _yaml(job.folder / "recipe.yaml"),
         }
@@ -225,6 +230,51 @@ class CellRunner:
             if job.final and summary.is_file():
                 files["summary.json"] = summary
         return self.ledger.write(cell.id, entry, files)
+
+
+ENVIRONMENT = """
+import json, platform, torch, timm, accelerate, datasets, prac_plugin
+info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda, "timm": timm.__version__,
+        "accelerate": accelerate.__version__, "datasets": datasets.__version__, "prac_plugin": prac_plugin.__version__}
+info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (" + platform.machine() + ")"
+print(json.dumps(info))
+"""
+
+
+class Environment:
+    """Versions and device for the ledger's entries: the preflight's record, else asked of a subprocess that runs
+    beside the first cells (importing torch takes seconds) and is read when the first entry is written."""
+
+    def __init__(self, c, known: Optional[dict]):
+        self.info = dict(known) if known is not None else None
+        self.process = None
+        if self.info is None:
+            self.process = subprocess.Popen([sys.executable, "-c", ENVIRONMENT], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                            text=True, env=c.env)
+
+    def get(self) -> dict:
+        if self.info is None:
+            try:
+                out, _ = self.process.communicate(timeout=120)
+                self.info = json.loads(out.strip().splitlines()[-1])
+            except Exception as exc:  # a cell's figures matter more than its version line
+                self.process.kill()
+                self.info = {"error": f"{type(exc).__name__}: {exc}"}
+            self.info["commit"] = _commit()
+        return self.info
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _commit() -> Optional[str]:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except Exception:
+        return None
 
 
 def _yaml(path: Path) -> dict:
@@ -242,7 +292,7 @@ def stage_cells(c, scale: Optional[dict], data: Optional[Path], ledger_path: Pat
     deadline = c.budget - c.final_reserve_s
     ledger = Ledger(ledger_path)
     ledger.clear_partials()
-    runner = CellRunner(c, ledger, scale, data, environment or c.record.get("environment", {}))
+    runner = CellRunner(c, ledger, scale, data, Environment(c, environment if environment is not None else (c.record.get("environment") or None)))
     pool = [cell for cell in runner.all if only is None or cell.id in only]
     unsupported = {cell.id for cell in pool if cell.kind == "timm"}
     pool = [cell for cell in pool if cell.id not in unsupported]
@@ -302,6 +352,7 @@ def stage_cells(c, scale: Optional[dict], data: Optional[Path], ledger_path: Pat
         if not running:
             break
         time.sleep(0.5)
+    runner.environment.close()
     pending = [x for x in pool if x.id not in done]
     stage.update(ended_at_s=c.elapsed(), new=new, pending=len(pending),
                  next_ready=[x.id for x in pending if all(d in done for d in x.depends)][:12])

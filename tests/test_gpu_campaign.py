@@ -4,7 +4,7 @@ not first fail there.
 
 No test here depends on the machine's speed (issue 29): a test that wants every check to pass gives the stage a
 deadline far out of reach, and a test of the deadline sets one no machine can meet. The whole dry run (every
-preflight check, the throughput stage, every dry cell of seed 0) takes minutes on a small CPU; it runs only when
+preflight check, the throughput stage, two chains of dry cells) takes minutes on a small CPU; it runs only when
 asked for:
 
     PRAC_FULL_DRY_RUN=1 python -m pytest -q tests/test_gpu_campaign.py
@@ -94,6 +94,7 @@ def test_dry_run_runs_one_real_cell_end_to_end(tmp_path):
     entry = json.loads((ledger / "E1-s0-L00" / "cell.json").read_text())
     figures = entry["figures"]
     assert entry["experiment"] == "E1" and entry["seed"] == 0 and entry["dry_run"] is True
+    assert entry["environment"]["torch"] and entry["environment"]["device"].startswith("CPU") and entry["cell_wall_s"] > 0
     assert figures["level"] == 0 and figures["sparsity_pct"] == 0 and 0 <= figures["test_acc"] <= 1 and figures["optimizer_steps"] > 0
     assert entry["recipe"]["train"]["seed"] == 0 and entry["recipe"]["ticket"]["include"] == ["type:Conv*"]
     with tarfile.open(ledger / "E1-s0-L00" / "state.tar.gz") as archive:
@@ -141,11 +142,13 @@ def test_timing_of_the_cells_is_measured_or_given_or_the_slowest_known():
             self.record = record
 
     measured = {"stages": {"throughput": {"figures": {"device_resident_epoch": {"status": "ok", "seconds_per_epoch": 3.0}},
-                                          "concurrent": {"slowdown_per_process": 2.0}}}}
+                                          "concurrent": {"slowdown_per_process": 2.0, "processes": 5}}}}
     t = campaign_run.timing(C(measured), dry_run=False)
-    assert (t.epoch_s, t.slowdown_5, t.slowdown(1), t.slowdown(3)) == (3.0, 2.0, 1.0, 1.5)
+    assert (t.epoch_s, t.slowdown(1), t.slowdown(3), t.slowdown(5)) == (3.0, 1.0, 1.5, 2.0)
+    measured["stages"]["throughput"]["concurrent"]["processes"] = 2  # the dry run measures 2 side by side
+    assert campaign_run.timing(C(measured), dry_run=False).slowdown(2) == 2.0
     given = campaign_run.timing(C({"stages": {}, "given_timing": {"epoch_seconds": 4.0, "slowdown": 2.5}}), dry_run=False)
-    assert (given.epoch_s, given.slowdown_5) == (4.0, 2.5) and "command line" in given.basis
+    assert (given.epoch_s, given.slowdown(5)) == (4.0, 2.5) and "command line" in given.basis
     blind = campaign_run.timing(C({"stages": {}}), dry_run=False)
     assert blind.epoch_s == campaign_run.SLOWEST_EPOCH_S and "slowest" in blind.basis
 
@@ -181,7 +184,8 @@ def test_refuses_a_scratch_folder_it_did_not_make(tmp_path):
 @pytest.fixture(scope="module")
 def full_campaign(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("campaign")
-    _, out = dry_run(tmp, "--stages", "preflight", "throughput", "cells", "--ledger", str(tmp / "cells"))
+    cells = ["E1-s0-L00", "E1-s0-L01", "E1-s0-L02", "E4-s0-L00", "E4-s0-L01"]  # two chains; test_a_chain_... covers PrAC's
+    _, out = dry_run(tmp, "--stages", "preflight", "throughput", "cells", "--cells", *cells, "--ledger", str(tmp / "cells"))
     return out, record(out), tmp / "cells"
 
 
