@@ -187,6 +187,11 @@ def tidy(ledger: Ledger, all_cells: list[Cell], scale: Optional[dict] = None) ->
         if c.kind == "level":
             by_chain.setdefault(c.chain, []).append(c)
     changes = []
+    for cell_id in sorted(set(ledger.entries()) - done):  # run with an older recipe: nothing will continue from it
+        state = ledger.folder(cell_id) / STATE
+        if state.is_file():
+            state.unlink()
+            changes.append(f"removed {cell_id}/{STATE} (a stale entry: its recipe is not the campaign's any more)")
     for chain, chain_cells in by_chain.items():
         finished = [c for c in chain_cells if c.id in done]
         if not finished:

@@ -356,9 +356,10 @@ def stage_cells(c, scale: Optional[dict], data: Optional[Path], ledger_path: Pat
     pending = [x for x in pool if x.id not in done]
     stage.update(ended_at_s=c.elapsed(), new=new, pending=len(pending),
                  next_ready=[x.id for x in pending if all(d in done for d in x.depends)][:12])
-    if pending and not new:
-        smallest = min(pending, key=lambda x: x.epochs)
-        stage["why_none"] = (f"the smallest pending cell ({smallest.id}) needs about {clock.cost_s(smallest, 1):.0f} s alone; "
+    ready_now = [x for x in pending if all(d in done for d in x.depends)]
+    if ready_now and not new:
+        smallest = min(ready_now, key=lambda x: x.epochs)
+        stage["why_none"] = (f"The smallest ready cell ({smallest.id}) needs about {clock.cost_s(smallest, 1):.0f} s alone; "
                              f"{deadline - stage['started_at_s']:.0f} s were left")
     c.save()
 

@@ -174,6 +174,11 @@ def test_tidy_drops_superseded_states_and_slims_a_finished_chain(tmp_path):
         kept = set(archive.getnames())
     assert kept == {"recipe.yaml", "level_02/mask.safetensors", "prac/round_01.prac.safetensors", "prac_set.prac.safetensors"}
     assert not (folder / "state.tar.gz").exists()
+    # a stale entry (another recipe) keeps no state: nothing will continue from it
+    stale_cell = next(c for c in cells if c.chain == "E1-s0")
+    stale = ledger.write(stale_cell.id, dict(_entry(stale_cell, scale), fingerprint="0" * 16), {})
+    _state(stale / "state.tar.gz", ["recipe.yaml"])
+    assert any("stale" in line for line in tidy(ledger, cells, scale)) and not (stale / "state.tar.gz").exists()
     # E3 reads E2's PrAC sizes from the artifacts that stay
     assert ledger.latest_state("E2-s0", ledger.done(cells, scale), artifacts=True) == folder / "artifacts.tar.gz"
 
