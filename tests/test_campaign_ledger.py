@@ -219,3 +219,18 @@ def test_a_cell_killed_at_the_deadline_leaves_no_entry(tmp_path, monkeypatch):
     assert Ledger(ledger_path).entries() == {} and not (tmp_path / "out" / "cells.tar.gz").exists()
     assert stage["new"] == [] and stage["pending"] == 1
     assert stage["ended_at_s"] < 30  # stopped at its deadline (3 s), not at the process's end (600 s)
+
+
+def test_the_next_gpu_call_runs_cells():
+    """The lease's command (budget 490, preflight first, no throughput stage): at the slowest measured epoch, with
+    the empty ledger, some cells fit what the preflight leaves, and they are seed 0's first levels."""
+    import gpu_campaign
+
+    cells = campaign_cells.cells()
+    clock = campaign_run.Timing(campaign_cells.SLOWEST_EPOCH_S, 2.3, "test")
+    left = 490 - gpu_campaign.FINAL_RESERVE_S - gpu_campaign.LIMITS["preflight"] * 490
+    slots = concurrency(cells, set(), set(), 4, left, clock.cost_s, open_chains=set(), max_open=campaign_run.MAX_OPEN_CHAINS)
+    picked = choose(cells, set(), set(), slots, left, lambda c: clock.cost_s(c, slots), open_chains=set(),
+                    max_open=campaign_run.MAX_OPEN_CHAINS)
+    assert slots >= 2 and [c.id for c in picked] == ["E1-s0-L00", "E2-s0-L00", "E4-s0-L00"][:slots]
+    assert all(clock.cost_s(c, slots) <= left for c in picked)
