@@ -10,7 +10,8 @@ at the slowest measured epoch, is within `CELL_LIMIT_S`; `tests/test_campaign_le
 Costs are counted in epochs of ResNet-20 over the full training split; the scheduler turns them into seconds
 with the epoch time measured in the same call (or given on the command line). Two factors are assumptions,
 not measurements, and are named as such: a CTS search epoch at batch 512 costs as much as a training epoch,
-and ResNet-56 costs 3x ResNet-20 per epoch (its 27 blocks against 9, on an engine bound by kernel launches).
+and ResNet-56 costs 3x ResNet-20 per epoch (its 27 blocks against 9, on an engine bound by kernel launches);
+E7's two compiles and dataset cache are assumed to take 150 s.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ CELL_OVERHEAD_S = 25.0  # process start, data from the decoded cache, evaluation
 SEARCH_EPOCH_COST = 1.0  # assumed: a CTS search epoch (batch 512) against a training epoch (batch 128)
 MODEL_COST = {"cifar_resnet20": 1.0, "cifar_resnet56": 3.0}  # resnet56: assumed from its depth, not measured
 SEEDS = (0, 1, 2)
+TIMM_EPOCHS = 4  # E7: epochs of each of its two rounds
+# E7's cost in epoch units: two rounds on timm's DataLoader path (1.6x the device-resident epoch, measured) plus
+# two cold inductor compiles and the datasets cache (assumed 150 s together)
+TIMM_COST_EPOCHS = 2 * TIMM_EPOCHS * 1.6 + 150 / SLOWEST_EPOCH_S
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class Experiment:
     sizes_from: Optional[str] = None  # another experiment whose PrAC run gives this one's subset sizes (same seed)
     index_from: Optional[str] = None  # another experiment whose final PrAC set (index file) this one trains on (seed 0)
     overrides: dict = field(default_factory=dict)  # recipe sections merged over the file's
-    runner: str = "prac"  # how its cells run: prac (prac run / prac retrain) or timm (not built yet)
+    runner: str = "prac"  # how its cells run: prac (prac run / prac retrain) or timm (benchmarks/campaign_timm.py)
 
 
 def experiments() -> list[Experiment]:
@@ -120,7 +125,7 @@ def cells(scale: Optional[dict] = None) -> list[Cell]:
         for seed in experiment.seeds:
             chain = f"{experiment.key}-s{seed}"
             if experiment.runner == "timm":
-                out.append(Cell(f"{chain}-T00", experiment.key, seed, "timm", 0, (), factor * epochs, (seed, rank, 0, 0)))
+                out.append(Cell(f"{chain}-T00", experiment.key, seed, "timm", 0, (), TIMM_COST_EPOCHS, (seed, rank, 0, 0)))
                 continue
             for level in range(levels + 1):
                 depends = [f"{chain}-L{level - 1:02d}"] if level else []

@@ -22,7 +22,7 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from campaign_cells import CELL_OVERHEAD_S, SLOWEST_EPOCH_S, Cell, cells, experiment  # noqa: E402
+from campaign_cells import CELL_OVERHEAD_S, SLOWEST_EPOCH_S, TIMM_EPOCHS, Cell, cells, experiment  # noqa: E402
 from campaign_ledger import MACHINE_PATHS, STATE, Ledger, cell_recipe, choose, concurrency, fingerprint, open_chains, tidy  # noqa: E402
 
 LEVEL_FIGURES = ("level", "weights_remaining_pct", "sparsity_pct", "test_acc", "val_acc", "train_loss", "train_acc", "optimizer_steps",
@@ -161,6 +161,8 @@ class CellRunner:
         shutil.rmtree(folder, ignore_errors=True)
         run = folder / "run"
         raw, restored = self.recipe(cell, folder, done)
+        if cell.kind == "timm":
+            return self.prepare_timm(cell, folder, raw)
         previous = None
         if cell.kind == "level" and cell.level > 0:
             previous = self.ledger.latest_state(cell.chain, done, upto=cell.level - 1)
@@ -192,6 +194,25 @@ class CellRunner:
             target = run / f"level_{cell.level:02d}" / "metrics.json"
         return Job(cell, folder, run, target, final=cell.kind != "level" or cell.level == last, args=args, restored=restored)
 
+    def prepare_timm(self, cell: Cell, folder: Path, raw: dict) -> Job:
+        """E7: benchmarks/campaign_timm.py on the CIFAR-10 copy with timm's staged train.py."""
+        import campaign_timm
+        import yaml
+
+        if self.data is None:
+            raise RuntimeError("E7 runs timm's train.py on the CIFAR-10 parquet files: give --data")
+        script = campaign_timm.STAGED_SCRIPT if campaign_timm.STAGED_SCRIPT.is_file() else campaign_timm.SHARED_SCRIPT
+        if not script.is_file():
+            raise RuntimeError(f"no timm train.py staged at {campaign_timm.STAGED_SCRIPT} (benchmarks/gpu_prepare.sh copies it)")
+        run = folder / "run"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))  # the campaign's schedule, as a tag
+        args = [str(Path(campaign_timm.__file__)), "--script", str(script), "--data", str(self.data), "--out", str(run),
+                "--epochs", str(TIMM_EPOCHS), "--seed", str(cell.seed)]
+        if self.c.plan.dry_run:
+            args += ["--light", "--epochs", "2", "--train-split", "train[:512]", "--val-split", "test[:256]"]
+        return Job(cell, folder, run, run / "e7.json", final=True, args=args)
+
     def start(self, job: Job) -> None:
         job.process, job.started = self.c.start(job.cell.id, job.args), self.c.elapsed()
 
@@ -211,7 +232,7 @@ class CellRunner:
     def record(self, job: Job, seconds: float) -> Path:
         cell = job.cell
         figures = json.loads(job.target.read_text())
-        keys = LEVEL_FIGURES if cell.kind == "level" else RETRAIN_FIGURES
+        keys = LEVEL_FIGURES if cell.kind == "level" else RETRAIN_FIGURES if cell.kind == "retrain" else list(figures)
         entry = {
             "cell": cell.id, "experiment": cell.experiment, "title": experiment(cell.experiment).title, "seed": cell.seed,
             "kind": cell.kind, "level": cell.level, "fingerprint": fingerprint(json.loads(json.dumps(cell_recipe(cell, self.scale)))),
@@ -294,8 +315,7 @@ def stage_cells(c, scale: Optional[dict], data: Optional[Path], ledger_path: Pat
     ledger.clear_partials()
     runner = CellRunner(c, ledger, scale, data, Environment(c, environment if environment is not None else (c.record.get("environment") or None)))
     pool = [cell for cell in runner.all if only is None or cell.id in only]
-    unsupported = {cell.id for cell in pool if cell.kind == "timm"}
-    pool = [cell for cell in pool if cell.id not in unsupported]
+    unsupported: set[str] = set()
     clock = timing(c, c.plan.dry_run)
     done = ledger.done(runner.all, scale)
     slots = concurrency(pool, done, set(), max_slots, deadline - c.elapsed(), clock.cost_s,

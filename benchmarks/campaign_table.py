@@ -196,6 +196,22 @@ def claim_levels(scale: Optional[dict] = None) -> dict:
     return {"prac_level": depth["E2"], "retrain_levels": tuple(retrain), "cts_level": depth["E4"], "ltr99_level": depth["E5"]}
 
 
+def timm_lines(entries: list[dict]) -> list[str]:
+    """E7: timm's real train.py with the hook, one ticket round; pass or fail from the checkpoints it wrote."""
+    lines = ["### E7: timm's train.py with the hook (bf16, channels_last, --torchcompile)", ""]
+    if not entries:
+        return lines + ["Not run yet.", ""]
+    for e in entries:
+        g = e["figures"]
+        bad = sum(g.get("pruned_nonzero", {}).values())
+        lines.append(f"- seed {e['seed']}: **{'passed' if g.get('passed') else 'failed'}**: rewind point saved: {g.get('rewind_saved')}; "
+                     f"{g.get('checkpoints', 0)} checkpoints of the ticket, {bad} of {g.get('pruned_weights', 0):,} pruned weights not "
+                     f"exactly zero; top-1 after {g.get('epochs')} epochs: dense {fmt_num(g.get('round0', {}).get('eval_top1'), 2)}%, "
+                     f"ticket {fmt_num(g.get('round1', {}).get('eval_top1'), 2)}%; wall {fmt_num(g.get('round0_s'))} + "
+                     f"{fmt_num(g.get('round1_s'))} s{' (light: no bf16, channels_last or compile)' if g.get('light') else ''}.")
+    return lines + [""]
+
+
 def render(entries: list[dict], total_cells: Optional[int] = None, scale: Optional[dict] = None) -> str:
     f = Figures(entries)
     dry = any(e.get("dry_run") for e in entries)
@@ -207,6 +223,7 @@ def render(entries: list[dict], total_cells: Optional[int] = None, scale: Option
     for text, verdict in claims(f, **claim_levels(scale)):
         lines.append(f"- **{verdict}**: {text}.")
     lines += [""]
+    lines += timm_lines([e for e in entries if e.get("kind") == "timm"])
     for spec in experiments():
         lines += experiment_table(f, spec.key, spec.title)
     if not entries:

@@ -69,8 +69,8 @@ def test_every_gpu_cell_fits_eight_minutes_alone_at_the_slowest_measured_epoch()
     ids = [c.id for c in cells]
     assert len(ids) == len(set(ids))
     for c in cells:
-        if c.experiment in ("E6", "E6F", "E7"):
-            continue  # ResNet-56's cost is an assumption (3x) and E7 has no runner yet: see campaign_cells
+        if c.experiment in ("E6", "E6F"):
+            continue  # ResNet-56's cost is an assumption (3x) that puts a level past 8 minutes: see campaign_cells
         seconds = campaign_cells.CELL_OVERHEAD_S + c.epochs * campaign_cells.SLOWEST_EPOCH_S
         assert seconds <= campaign_cells.CELL_LIMIT_S, (c.id, seconds)
     # the issue's plan: E1-E5 at seeds 0, 1, 2 (every experiment at seed 0 first), E6 at seed 0

@@ -91,3 +91,13 @@ def test_section_is_replaced_between_its_markers():
     assert once.index(campaign_table.START) < once.index("## Older section")
     again = replace_section(once, render(chain("E1", 0, 1, 0.8, 10)))
     assert again.count(campaign_table.START) == 1 and "No cell has run yet" not in again and "## Older section" in again
+
+
+def test_timm_cell_passes_only_with_zero_pruned_weights():
+    ok = {"experiment": "E7", "seed": 0, "kind": "timm", "level": 0,
+          "figures": {"passed": True, "rewind_saved": True, "checkpoints": 3, "pruned_weights": 54052, "epochs": 4,
+                      "pruned_nonzero": {"last.pth.tar": 0}, "round0": {"eval_top1": 61.2}, "round1": {"eval_top1": 60.1}}}
+    assert "**passed**" in render([ok]) and "0 of 54,052 pruned weights" in render([ok])
+    bad = dict(ok, figures={**ok["figures"], "passed": False, "pruned_nonzero": {"last.pth.tar": 7}})
+    assert "**failed**" in render([bad]) and "7 of 54,052" in render([bad])
+    assert "Not run yet." in render([])

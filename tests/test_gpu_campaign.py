@@ -226,3 +226,20 @@ def test_full_dry_run_cells(full_campaign):
     table = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "campaign_table.py"), "--dry-run", "--ledger", str(ledger)],
                            capture_output=True, text=True, check=True).stdout
     assert "DRY-RUN CELLS" in table and "| 0 | 0.00 |" in table
+
+
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
+
+
+@full_dry_run
+@pytest.mark.slow
+@pytest.mark.skipif(not (CIFAR / "train.parquet").is_file() or not (ROOT.parent / "shared" / "timm").is_dir(),
+                    reason="needs ../shared/data/cifar10-jpeg and ../shared/timm")
+def test_dry_run_e7_timm_script_keeps_pruned_weights_zero(tmp_path):
+    """E7 on a CPU (--light: no bf16, channels_last or compile; 512 images, 2 epochs): timm's real script, patched,
+    one ticket round; about a minute."""
+    ledger = tmp_path / "cells"
+    dry_run(tmp_path, "--stages", "cells", "--cells", "E7-s0-T00", "--data", str(CIFAR), "--ledger", str(ledger))
+    figures = json.loads((ledger / "E7-s0-T00" / "cell.json").read_text())["figures"]
+    assert figures["passed"] and figures["rewind_saved"] and figures["checkpoints"] >= 1
+    assert figures["pruned_weights"] > 0 and set(figures["pruned_nonzero"].values()) == {0}
