@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -18,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import campaign_cells  # noqa: E402
-import campaign_ledger  # noqa: E402
 import campaign_run  # noqa: E402
 from campaign_cells import Cell  # noqa: E402
 from campaign_ledger import Ledger, cell_recipe, choose, concurrency, fingerprint, tidy  # noqa: E402
