@@ -2,6 +2,7 @@
 
     benchmarks/results/cells/<cell id>/cell.json     figures, recipe, device, versions, wall time, steps
     benchmarks/results/cells/<cell id>/state.tar.gz  the run as the cell left it, for the chain's next cell
+    benchmarks/results/cells/<chain>-L00/rewind.tar.gz  the chain's rewind point (weights, step), kept once
     benchmarks/results/cells/<cell id>/artifacts.tar.gz  a finished chain's final mask, PrAC index files, summary
 
 A cell's folder is built under a hidden name and renamed into place with its cell.json inside, so a cell
@@ -34,6 +35,7 @@ from campaign_cells import ROOT, Cell, cells, experiment, load_recipe  # noqa: E
 LEDGER = ROOT / "benchmarks" / "results" / "cells"
 ENTRY = "cell.json"
 STATE = "state.tar.gz"
+REWIND = "rewind.tar.gz"  # the chain's rewind point, kept once in its level-0 cell (every level's state would repeat it)
 ARTIFACTS = "artifacts.tar.gz"
 MACHINE_PATHS = (("data", "data_files"), ("data_selection", "sizes_from"), ("data_selection", "path"))
 
@@ -97,6 +99,9 @@ class Ledger:
             shutil.rmtree(final)
         os.replace(partial, final)
         return final
+
+    def rewind(self, chain: str) -> Path:
+        return self.folder(f"{chain}-L00") / REWIND
 
     def clear_partials(self) -> None:
         for partial in self.path.glob(".partial-*"):
@@ -188,10 +193,11 @@ def tidy(ledger: Ledger, all_cells: list[Cell], scale: Optional[dict] = None) ->
             by_chain.setdefault(c.chain, []).append(c)
     changes = []
     for cell_id in sorted(set(ledger.entries()) - done):  # run with an older recipe: nothing will continue from it
-        state = ledger.folder(cell_id) / STATE
-        if state.is_file():
-            state.unlink()
-            changes.append(f"removed {cell_id}/{STATE} (a stale entry: its recipe is not the campaign's any more)")
+        for name in (STATE, REWIND):
+            state = ledger.folder(cell_id) / name
+            if state.is_file():
+                state.unlink()
+                changes.append(f"removed {cell_id}/{name} (a stale entry: its recipe is not the campaign's any more)")
     for chain, chain_cells in by_chain.items():
         finished = [c for c in chain_cells if c.id in done]
         if not finished:
@@ -208,6 +214,9 @@ def tidy(ledger: Ledger, all_cells: list[Cell], scale: Optional[dict] = None) ->
             slim(state, ledger.folder(latest.id) / ARTIFACTS)
             state.unlink()
             changes.append(f"slimmed {latest.id}/{STATE} to {ARTIFACTS} (the chain and its readers are done)")
+            if ledger.rewind(chain).is_file():
+                ledger.rewind(chain).unlink()
+                changes.append(f"removed {chain}-L00/{REWIND} (the chain and its readers are done)")
     return changes
 
 

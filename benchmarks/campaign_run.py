@@ -23,7 +23,7 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from campaign_cells import CELL_OVERHEAD_S, SLOWEST_EPOCH_S, TIMM_EPOCHS, Cell, cells, experiment  # noqa: E402
-from campaign_ledger import MACHINE_PATHS, STATE, Ledger, cell_recipe, choose, concurrency, fingerprint, open_chains, tidy  # noqa: E402
+from campaign_ledger import MACHINE_PATHS, REWIND, STATE, Ledger, cell_recipe, choose, concurrency, fingerprint, open_chains, tidy  # noqa: E402
 
 LEVEL_FIGURES = ("level", "weights_remaining_pct", "sparsity_pct", "test_acc", "val_acc", "train_loss", "train_acc", "optimizer_steps",
                  "examples_seen", "train_examples", "wall_time_s", "train_time_s", "full_data_steps", "start_step", "total_steps",
@@ -31,6 +31,7 @@ LEVEL_FIGURES = ("level", "weights_remaining_pct", "sparsity_pct", "test_acc", "
                  "early_bird_epoch", "stopped_early", "mixed_precision", "compiled", "num_processes")
 RETRAIN_FIGURES = ("level", "accuracy", "mean", "std", "training_steps", "finding_steps", "training_wall_time_s", "split", "seeds")
 STATE_SKIP = ("checkpoints/", "init.safetensors", ".prac.lock", "curve.png")
+REWIND_FILES = ("rewind.safetensors", "rewind.json", "rewind_optimizer.pt")  # in the chain's rewind.tar.gz, not its states
 
 
 @dataclass
@@ -106,7 +107,7 @@ def _pack_state(run: Path, level: int, target: Path) -> None:
     with tarfile.open(target, "w:gz") as archive:
         for path in sorted(run.rglob("*")):
             name = path.relative_to(run).as_posix()
-            if not path.is_file() or name.startswith(STATE_SKIP) or name in STATE_SKIP or name.startswith("summary"):
+            if not path.is_file() or name.startswith(STATE_SKIP) or name in STATE_SKIP or name.startswith("summary") or name in REWIND_FILES:
                 continue
             number = _numbered(name, "level_")
             number = _numbered(name, "prac/round_") if number is None else number
@@ -117,6 +118,13 @@ def _pack_state(run: Path, level: int, target: Path) -> None:
             if name.endswith("weights.safetensors") and number != level:
                 continue
             archive.add(path, arcname=name)
+
+
+def _pack_rewind(run: Path, target: Path) -> None:
+    with tarfile.open(target, "w:gz") as archive:
+        for name in REWIND_FILES:
+            if (run / name).is_file():
+                archive.add(run / name, arcname=name)
 
 
 def final_level(run: Path, level: int) -> bool:
@@ -169,8 +177,12 @@ class CellRunner:
         elif cell.kind == "retrain":
             previous = self.ledger.latest_state(cell.chain, done)
         if previous is not None:
+            rewind = self.ledger.rewind(cell.chain)
+            if not rewind.is_file():
+                raise RuntimeError(f"{cell.id}: the ledger has no {rewind.relative_to(self.ledger.path)} (the chain's rewind point)")
+            _extract(rewind, run)
             _extract(previous, run)
-            restored.append(str(previous.relative_to(self.ledger.path)))
+            restored += [str(rewind.relative_to(self.ledger.path)), str(previous.relative_to(self.ledger.path))]
             # the run's resolved recipe with this machine's paths (that the recipe is the same otherwise, the ledger
             # checked: a dependency counts as done only when its fingerprint matches this campaign's recipe)
             stored = yaml.safe_load((run / "recipe.yaml").read_text())
@@ -247,6 +259,10 @@ class CellRunner:
             state = job.folder / STATE
             _pack_state(job.run, cell.level, state)
             files[STATE] = state
+            if cell.level == 0:
+                rewind = job.folder / REWIND
+                _pack_rewind(job.run, rewind)
+                files[REWIND] = rewind
             summary = job.run / "summary.json"
             if job.final and summary.is_file():
                 files["summary.json"] = summary

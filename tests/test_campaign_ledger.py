@@ -167,7 +167,9 @@ def test_tidy_drops_superseded_states_and_slims_a_finished_chain(tmp_path):
     assert (folder / "state.tar.gz").exists()  # its retrain cell (R02) still needs the weights of the rewind point
     retrain = next(c for c in chain if c.kind == "retrain")
     ledger.write(retrain.id, _entry(retrain, scale), {})
+    _state(ledger.rewind("E2-s0"), ["rewind.safetensors"])
     assert any("slimmed" in line for line in tidy(ledger, cells, scale))
+    assert not ledger.rewind("E2-s0").exists()  # the chain and its retrain are done: nothing rewinds any more
     with tarfile.open(folder / "artifacts.tar.gz") as archive:
         kept = set(archive.getnames())
     assert kept == {"recipe.yaml", "level_02/mask.safetensors", "prac/round_01.prac.safetensors", "prac_set.prac.safetensors"}
@@ -194,9 +196,12 @@ def test_a_state_holds_nothing_of_a_level_after_its_own(tmp_path):
     campaign_run._pack_state(run, 1, tmp_path / "state.tar.gz")
     with tarfile.open(tmp_path / "state.tar.gz") as archive:
         kept = set(archive.getnames())
-    assert kept == {"recipe.yaml", "rewind.safetensors", "rewind.json", "level_00/mask.safetensors", "level_00/metrics.json",
+    assert kept == {"recipe.yaml", "level_00/mask.safetensors", "level_00/metrics.json",
                     "level_01/mask.safetensors", "level_01/weights.safetensors", "level_01/metrics.json",
                     "prac/round_00.prac.safetensors", "prac/round_01.prac.safetensors", "prac/dense_predictions.safetensors"}
+    campaign_run._pack_rewind(run, tmp_path / "rewind.tar.gz")  # kept once per chain, not in every state
+    with tarfile.open(tmp_path / "rewind.tar.gz") as archive:
+        assert set(archive.getnames()) == {"rewind.safetensors", "rewind.json"}
 
 
 def test_a_cell_killed_at_the_deadline_leaves_no_entry(tmp_path, monkeypatch):

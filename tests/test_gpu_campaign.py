@@ -99,8 +99,10 @@ def test_dry_run_runs_one_real_cell_end_to_end(tmp_path):
     assert entry["recipe"]["train"]["seed"] == 0 and entry["recipe"]["ticket"]["include"] == ["type:Conv*"]
     with tarfile.open(ledger / "E1-s0-L00" / "state.tar.gz") as archive:
         names = set(archive.getnames())
-    assert {"recipe.yaml", "rewind.safetensors", "level_00/mask.safetensors", "level_00/weights.safetensors"} <= names
-    assert not any(n.startswith(("level_01", "checkpoints")) for n in names)
+    assert {"recipe.yaml", "level_00/mask.safetensors", "level_00/weights.safetensors"} <= names
+    assert not any(n.startswith(("level_01", "checkpoints", "rewind")) for n in names)
+    with tarfile.open(ledger / "E1-s0-L00" / "rewind.tar.gz") as archive:
+        assert {"rewind.safetensors", "rewind.json"} <= set(archive.getnames())
     with tarfile.open(out / "cells.tar.gz") as archive:
         assert "E1-s0-L00/cell.json" in archive.getnames()
     assert_returnable(out)
@@ -121,11 +123,12 @@ def test_a_chain_continues_from_the_ledger_in_a_later_call(tmp_path):
     entries = {p.parent.name: json.loads(p.read_text()) for p in ledger.glob("*/cell.json")}
     sparsity = [entries[f"E2-s0-L0{level}"]["figures"]["sparsity_pct"] for level in range(3)]
     assert sparsity == pytest.approx([0, 20, 36], abs=0.01)
-    assert entries["E2-s0-L01"]["restored_from"] == ["E2-s0-L00/state.tar.gz"]
+    assert entries["E2-s0-L01"]["restored_from"] == ["E2-s0-L00/rewind.tar.gz", "E2-s0-L00/state.tar.gz"]
     assert entries["E2-s0-L01"]["figures"]["train_examples"] < entries["E2-s0-L00"]["figures"]["train_examples"]  # a PrAC set
     assert entries["E2-s0-R02"]["figures"]["training_steps"] > entries["E2-s0-L02"]["figures"]["optimizer_steps"]
     # the finished chain keeps its small artifacts only; the superseded states are gone
     assert (ledger / "E2-s0-L02" / "artifacts.tar.gz").is_file() and not list(ledger.glob("E2-s0-L0[01]/state.tar.gz"))
+    assert not (ledger / "E2-s0-L00" / "rewind.tar.gz").exists()
 
 
 def test_the_campaign_names_the_checks_the_probe_runs():
