@@ -10,21 +10,27 @@ finishes:
                  channels_last and train.compile. A failure is recorded with its error; the campaign goes on.
   1. throughput  cifar_resnet20 / CIFAR-10 / bf16 / batch 128: seconds per epoch and images per second of the
                  device-resident path, the compiled model and the DataLoader path; the per-step cost of masking
-                 and of the forgetting tracker; a profiler table; K runs side by side against one.
-  2. the paper's comparisons on a schedule chosen from stage 1's epoch time to fit what is left: full-data LTR
-     vs PrAC-LTR vs random subsets of PrAC's sizes to 89% sparsity (20% per level), the PrAC and random tickets
-     of the last level trained on the full data (prac retrain); CTS vs LTR near 99.3% sparsity (LTR prunes 51%
-     per level to get there in 7 levels). Independent runs go side by side as separate processes.
+                 and of the forgetting tracker; a profiler table; K runs side by side against one; and, when
+                 benchmarks/gpu_step.py exists, its eager vs captured-step figures (optional, see `step_probe`).
+                 Not in the default stages: RESULTS.md holds its last figures; ask for it with --stages.
+  2. cells       the papers' comparisons on the converged schedule of recipes/campaign/, one cell (a level of
+                 one experiment at one seed) at a time: the pending cells of the ledger
+                 (benchmarks/results/cells/, see campaign_ledger.py) that fit the time left run side by side,
+                 and each one that finishes is written to the ledger. campaign_table.py turns the ledger into
+                 RESULTS.md's campaign section.
 
 Outputs (at most 7 files, flat, as the device tool returns them): campaign.json (every figure), campaign.md
-(tables), campaign.log, profile.txt, runs.tar.gz (the runs' metrics, recipes and logs), report_prac.png and
-report_cts.png (prac report's plots).
+(tables), campaign.log, profile.txt (throughput stage), runs.tar.gz (logs and small JSON of every stage),
+cells.tar.gz (this call's new ledger entries: extract into benchmarks/results/cells and commit).
 
     # here: stage the wheels and the data, print the command for the GPU machine
     bash benchmarks/gpu_prepare.sh
     # there (what gpu_prepare.sh prints):
-    python3 benchmarks/gpu_campaign.py --budget 480 --data .gpu_stage/data
-    # anywhere, on a CPU, in a few minutes: the same code path on scikit-learn's digits, numbers meaningless
+    python3 benchmarks/gpu_campaign.py --budget 490 --data .gpu_stage/data
+    # back here: the new cells into the ledger, then the table
+    tar -xzf FILES_AT/cells.tar.gz -C benchmarks/results/cells && python benchmarks/campaign_ledger.py tidy
+    python benchmarks/campaign_table.py --write
+    # anywhere, on a CPU: the same code path on scikit-learn's digits, numbers meaningless
     python benchmarks/gpu_campaign.py --dry-run --output runs/gpu_campaign_dry
 """
 
@@ -40,28 +46,44 @@ import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from campaign_cells import DRY_SCALE  # noqa: E402
+from campaign_ledger import LEDGER  # noqa: E402
+from campaign_run import stage_cells  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 PROBES = Path(__file__).resolve().parent / "gpu_probes.py"
+STEP_PROBE = Path(__file__).resolve().parent / "gpu_step.py"  # another engineer's; optional
 
-# stage limits as fractions of the budget; stage 2 gets what is left less FINAL_RESERVE_S for the last writes
+# stage limits as fractions of the budget; the cells stage gets what is left less FINAL_RESERVE_S for the last writes
 # measured on the H200 (2026-11-29): preflight 69 s, eager 65 s, extra 45-80 s (compile cached by preflight or cold),
-# concurrency 32 s; stage 2 gets the rest
-LIMITS = {"preflight": 0.15, "eager": 0.14, "extra": 0.12, "concurrent": 0.07}
+# concurrency 32 s; the step probe has no measurement yet
+LIMITS = {"preflight": 0.15, "eager": 0.14, "extra": 0.12, "concurrent": 0.07, "step": 0.08}
+THROUGHPUT_PARTS = ("eager", "extra", "concurrent", "step")
 FINAL_RESERVE_S = 20.0
-PROCESS_START_S = 15.0  # import, CUDA start and cached data load of one run process (re-measured in stage 2)
-LEVEL_OVERHEAD_S = 1.0  # evaluation, CEP predictions and saving per level, under load
-REWIND_FRACTION = 9 / 160  # the CTS paper rewinds ResNet-20 to epoch 9 of 160; both comparisons use it
+DEFAULT_STAGES = ("preflight", "cells")
+# the preflight's checks, in gpu_probes.py's order (it refuses a name it does not know); the dry run has no fp16
+# (the plugin refuses fp16 on a CPU). The campaign names them so that a process killed before it wrote anything
+# still leaves every check recorded, as "not reached".
+PREFLIGHT_CHECKS = ("data_to_device", "ltr_fp32", "ltr_bf16", "ltr_fp16_grad_scaler", "prac_cet_cep", "cts", "structured",
+                    "channels_last", "compile")
+
+
+def preflight_names(dry_run: bool, chosen: Optional[list[str]] = None) -> list[str]:
+    names = [n for n in PREFLIGHT_CHECKS if not (dry_run and n == "ltr_fp16_grad_scaler")]
+    return [n for n in names if n in chosen] if chosen else names
 
 
 @dataclass
 class Plan:
-    """What a mode runs: data, model, sizes of every probe and of the comparisons."""
+    """What a mode runs: data, model and the sizes of every probe; the cells' scale (None: the campaign's own)."""
 
     dry_run: bool
     recipe: dict
@@ -69,13 +91,8 @@ class Plan:
     throughput_overrides: list[str]
     probe: dict
     concurrent_processes: int
-    prac_levels: int  # 20% per level
-    cts_ltr_levels: int
-    cts_ltr_fraction: float
-    cts_levels: list[int]  # LTR levels whose densities CTS searches
-    epochs_range: tuple[int, int]
-    steps_per_epoch: int  # nominal, for the rewind step when no stage measured it
-    retrain_levels: list[int] = field(default_factory=list)
+    cell_scale: Optional[dict]
+    cell_slots: int  # most cells side by side
 
 
 def gpu_plan(data: Path) -> Plan:
@@ -88,13 +105,12 @@ def gpu_plan(data: Path) -> Plan:
         throughput_overrides=["train.mixed_precision=bf16", "data.in_memory=true"],
         probe={"warmup_steps": 20, "timed_epochs": 2, "cost_steps": 100, "cost_rounds": 3, "profile_steps": 20, "compiled_steps": 300,
                "dataloader_workers": 8, "compile_backend": "true", "concurrent_steps": 352, "barrier_timeout_s": 40},
-        concurrent_processes=5, prac_levels=10, cts_ltr_levels=7, cts_ltr_fraction=0.51, cts_levels=[5, 6, 7],
-        epochs_range=(2, 60), steps_per_epoch=352, retrain_levels=[10],
+        concurrent_processes=5, cell_scale=None, cell_slots=4,
     )
 
 
 def dry_plan(data: Optional[Path]) -> Plan:
-    """Tiny sizes on a CPU: scikit-learn's digits, or (``data`` given) a slice of the CIFAR-10 copy."""
+    """Tiny sizes on a CPU: scikit-learn's digits, or (``data`` given) a slice of the CIFAR-10 copy for the probes."""
     if data is not None:
         recipe = gpu_plan(data).recipe
         recipe["data"].update(train_split="train[:1280]", test_split="test[:256]")
@@ -115,8 +131,7 @@ def dry_plan(data: Optional[Path]) -> Plan:
         throughput_overrides=["train.mixed_precision=bf16", "data.in_memory=true"],
         probe={"warmup_steps": 2, "timed_epochs": 1, "cost_steps": 3, "cost_rounds": 1, "profile_steps": 3, "compiled_steps": 3,
                "dataloader_workers": 1, "compile_backend": "aot_eager", "concurrent_steps": 5, "barrier_timeout_s": 30},
-        concurrent_processes=2, prac_levels=1, cts_ltr_levels=1, cts_ltr_fraction=0.51, cts_levels=[1],
-        epochs_range=(1, 1), steps_per_epoch=21 if data is None else 18, retrain_levels=[1],
+        concurrent_processes=2, cell_scale=DRY_SCALE, cell_slots=2,
     )
 
 
@@ -137,6 +152,11 @@ class Campaign:
             shutil.rmtree(self.work)  # an earlier campaign's scratch: runs must start afresh
         (self.work / "logs").mkdir(parents=True)
         marker.touch()
+        self.final_reserve_s = FINAL_RESERVE_S
+        self.data: Optional[Path] = None  # the CIFAR-10 folder the cells read (None: the dry run's digits)
+        self.ledger: Path = LEDGER
+        self.slots = plan.cell_slots
+        self.only_cells: Optional[list[str]] = None
         self.log_file = (self.out / "campaign.log").open("a")
         self.record: dict = {"budget_s": self.budget, "dry_run": plan.dry_run, "command": " ".join(sys.argv), "stages": {},
                              "model": plan.recipe["model"]["name"], "data": plan.recipe["data"]}
@@ -231,14 +251,15 @@ def stage_preflight(c: Campaign) -> None:
     deadline = c.elapsed() + LIMITS["preflight"] * c.budget
     out = c.work / "preflight.jsonl"
     runs = []
-    while c.elapsed() < deadline - 5:
+    while not runs or c.elapsed() < deadline - 5:  # a restart only with 5 s left for it
         runs.append(c.probe("preflight", deadline, out, name=f"preflight_{len(runs)}"))
         if runs[-1]["returncode"] == 0 or runs[-1]["timed_out"]:
             break
         c.log("preflight process died; starting it again for the checks it had not reached")
     checks = read_lines(out)
     c.record["environment"] = checks.pop("environment", {})
-    planned = checks.pop("plan", {}).get("checks", [])
+    checks.pop("plan", None)
+    planned = c.plan.probe["checks"]
     for name in planned:
         checks.setdefault(name, {"status": "not reached", "error": "the preflight process ended (deadline or crash) before this check"})
     c.record["stages"]["preflight"] = {"limit_s": LIMITS["preflight"] * c.budget, "processes": runs, "checks": checks}
@@ -247,7 +268,7 @@ def stage_preflight(c: Campaign) -> None:
 
 def stage_throughput(c: Campaign) -> None:
     out = c.work / "throughput.jsonl"
-    stage = c.record["stages"]["throughput"] = {"limits_s": {k: LIMITS[k] * c.budget for k in ("eager", "extra", "concurrent")}}
+    stage = c.record["stages"]["throughput"] = {"limits_s": {k: LIMITS[k] * c.budget for k in THROUGHPUT_PARTS}}
     stage["eager_process"] = c.probe("eager", c.elapsed() + LIMITS["eager"] * c.budget, out)
     stage["figures"] = read_lines(out)
     c.save()
@@ -256,6 +277,38 @@ def stage_throughput(c: Campaign) -> None:
     c.save()
     stage["concurrent"] = concurrency(c, c.elapsed() + LIMITS["concurrent"] * c.budget)
     c.save()
+    stage["step_probe"] = step_probe(c, c.elapsed() + LIMITS["step"] * c.budget)
+    c.save()
+
+
+def step_probe(c: Campaign, deadline: float) -> dict:
+    """Optional hook: benchmarks/gpu_step.py (eager vs captured CUDA-graph step throughput), when that file exists.
+
+    Contract: run as ``python benchmarks/gpu_step.py --out FILE`` (plus ``--dry-run`` in a dry run), in its own
+    process, killed at the deadline like every probe; it writes JSON to FILE (one object, or one object per
+    line). Whatever FILE holds at the end is recorded as it is; nothing else in the campaign depends on it.
+    """
+    if not STEP_PROBE.is_file():
+        return {"status": "absent", "note": f"{STEP_PROBE.name} does not exist: nothing run"}
+    out = c.work / "step.json"
+    out.unlink(missing_ok=True)
+    outcome = c.run_until("step", [str(STEP_PROBE), "--out", str(out), *(["--dry-run"] if c.plan.dry_run else [])], deadline)
+    figures = None
+    if out.is_file():
+        text = out.read_text(errors="replace")
+        try:
+            figures = json.loads(text)
+        except ValueError:
+            figures = [json.loads(line) for line in text.splitlines() if line.strip().startswith("{") and _parses(line)]
+    return {"status": "ran", "process": outcome, "figures": figures}
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except ValueError:
+        return False
 
 
 def concurrency(c: Campaign, deadline: float) -> dict:
@@ -287,269 +340,6 @@ def concurrency(c: Campaign, deadline: float) -> dict:
         result["log_tails"] = {f"concurrent_{i}": c.tail(f"concurrent_{i}") for i in range(count)}
     c.log(f"concurrency: {json.dumps({k: v for k, v in result.items() if k not in ('per_process', 'log_tails')})}")
     return result
-
-
-# -- stage 2 -------------------------------------------------------------------------------------------
-@dataclass
-class Schedule:
-    epochs: int
-    milestones: list[int]
-    steps_per_epoch: int
-    rewind_step: int
-    epoch_s: Optional[float]  # one process alone
-    slowdown: float
-    basis: str
-
-    def overrides(self) -> list[str]:
-        return [f"train.epochs={self.epochs}", f"train.milestones={self.milestones}", "train.mixed_precision=bf16"]
-
-
-def timing(c: Campaign) -> tuple[Optional[float], Optional[int], float, str]:
-    """One process's seconds per epoch, steps per epoch, the slowdown of each side-by-side process, and their source."""
-    throughput = c.record["stages"].get("throughput", {})
-    single = throughput.get("figures", {}).get("device_resident_epoch")
-    slowdown = throughput.get("concurrent", {}).get("slowdown_per_process")
-    if single and slowdown:
-        return single["seconds_per_epoch"], single["steps_per_epoch"], slowdown, "measured epoch time x measured slowdown of side-by-side processes"
-    if single:
-        return single["seconds_per_epoch"], single["steps_per_epoch"], 2.0, "measured epoch time x an assumed slowdown of 2 (the concurrency probe failed)"
-    given = c.record.get("given_timing")
-    if given:
-        return given["epoch_seconds"], None, given["slowdown"], "epoch time and slowdown given on the command line (an earlier campaign's)"
-    return None, None, 1.0, "no epoch time was measured: shortest schedule"
-
-
-def choose_schedule(c: Campaign, seconds: float) -> Schedule:
-    """The longest schedule whose critical path fits ``seconds``, from stage 1's measured epoch time.
-
-    Critical path, in epochs of the full training split: the random-subset run waits for PrAC's first round,
-    then trains levels as large as PrAC's, then its last ticket trains on the full data. PrAC sets are assumed
-    at 85% of the split (conservative; the paper reports 35-78%) and 10% is added for safety.
-    """
-    plan = c.plan
-    epoch_s, steps_per_epoch, slowdown, basis = timing(c)
-    slowdown = max(1.0, slowdown)
-    levels = plan.prac_levels
-    epoch_units = 1.1 * (2 + 0.85 * (levels - 1) + (1 - REWIND_FRACTION) * len(plan.retrain_levels))
-    low, high = plan.epochs_range
-    epochs = low
-    if epoch_s is not None:
-        fixed = 3 * PROCESS_START_S + (levels + 2) * LEVEL_OVERHEAD_S
-        epochs = max(low, min(high, int((seconds - fixed) / (epoch_units * epoch_s * slowdown))))
-    steps_per_epoch = steps_per_epoch or plan.steps_per_epoch
-    milestones = sorted({m for m in (round(epochs / 2), round(3 * epochs / 4)) if 0 < m < epochs})
-    rewind = max(1, round(REWIND_FRACTION * epochs * steps_per_epoch))
-    return Schedule(epochs, milestones, steps_per_epoch, rewind, epoch_s, slowdown, basis)
-
-
-@dataclass
-class Job:
-    name: str
-    folder: Path
-    args: list[str]
-    process: Optional[subprocess.Popen] = None
-    started: Optional[float] = None
-    ended: Optional[float] = None
-    returncode: Optional[int] = None
-    restarts: int = 0
-    note: str = ""
-
-
-def stage_comparisons(c: Campaign) -> None:
-    plan = c.plan
-    deadline = c.budget - FINAL_RESERVE_S
-    schedule = choose_schedule(c, deadline - c.elapsed())
-    stage = c.record["stages"]["comparisons"] = {
-        "schedule": schedule.__dict__, "shortened": schedule.epochs < 160, "started_at_s": c.elapsed(), "deadline_s": deadline,
-        "rewind": f"{schedule.rewind_step}it ({100 * REWIND_FRACTION:.1f}% of training, as the CTS paper's epoch 9 of 160)",
-    }
-    c.log(f"schedule: {schedule.epochs} epochs, milestones {schedule.milestones}, rewind {schedule.rewind_step}it ({schedule.basis})")
-    runs = c.work / "runs"
-    rewind = f"{schedule.rewind_step}it"
-
-    def job(name: str, ticket: dict, selection: dict) -> Job:
-        """A `prac run` of the plan's recipe with this schedule, ticket section and data-selection section."""
-        raw = json.loads(json.dumps(plan.recipe))
-        raw["train"].update(epochs=schedule.epochs, milestones=schedule.milestones, mixed_precision="bf16")
-        raw["ticket"], raw["data_selection"] = ticket, selection
-        recipe = c.work / "recipes" / f"{name}.yaml"
-        recipe.parent.mkdir(exist_ok=True)
-        recipe.write_text(yaml.safe_dump(raw, sort_keys=False))
-        folder = runs / name
-        return Job(name, folder, ["-m", "prac_plugin", "run", str(recipe), "--output", str(folder)])
-
-    prac_ticket = {"strategy": "ltr", "levels": plan.prac_levels, "fraction": 0.2, "scope": "global", "ignore": [], "rewind": rewind}
-    remaining = [(1 - plan.cts_ltr_fraction) ** level for level in plan.cts_levels]
-    search_epochs = max(schedule.epochs / 8, 0.05)  # the paper: 20 search epochs against 160 of training
-    full = {"strategy": "full"}
-    jobs = {
-        "ltr": job("ltr", prac_ticket, full),
-        "prac": job("prac", prac_ticket, {"strategy": "prac"}),
-        "random": job("random", prac_ticket, {"strategy": "random", "seed": 0, "sizes_from": str(runs / "prac")}),
-        "ltr_cts": job("ltr_cts", {**prac_ticket, "levels": plan.cts_ltr_levels, "fraction": plan.cts_ltr_fraction}, full),
-        "cts": job("cts", {"strategy": "cts", "densities": remaining, "ignore": [], "rewind": rewind, "search_epochs": search_epochs,
-                           "search_batch_size": 512}, full),
-    }
-    stage["cts_densities"] = remaining
-    stage["cts_search_epochs"] = search_epochs
-    retrains: dict[str, Job] = {}
-    first_round = runs / "prac" / "prac" / "round_00.prac.safetensors"
-    last_save = 0.0
-
-    def launch(j: Job) -> None:
-        j.process, j.started = c.start(j.name, j.args), c.elapsed()
-
-    for name in ("ltr", "prac", "ltr_cts", "cts"):
-        launch(jobs[name])
-    while c.elapsed() < deadline:
-        for j in list(jobs.values()) + list(retrains.values()):
-            if j.process is not None and j.ended is None and j.process.poll() is not None:
-                j.ended, j.returncode = c.elapsed(), j.process.returncode
-                c.log(f"{j.name} ended after {j.ended - j.started:.0f} s with exit {j.returncode}")
-                if j.returncode != 0:
-                    j.note = c.tail(j.name)
-        random = jobs["random"]
-        if random.process is None and first_round.is_file():
-            launch(random)
-        elif random.ended is not None and random.returncode != 0 and random.restarts < 5:
-            # it outran PrAC (level L needs PrAC's round L-1 set): continue it when PrAC has written the next round
-            have = len(list((runs / "prac" / "prac").glob("round_*.prac.safetensors")))
-            done = len(list(random.folder.glob("level_*/metrics.json")))
-            if have > done:
-                c.log(f"random restarts at level {done} (PrAC has {have} rounds)")
-                random.restarts, random.ended, random.returncode = random.restarts + 1, None, None
-                launch(random)
-        for name in ("prac", "random"):
-            source = jobs[name]
-            if source.ended is not None and source.returncode == 0 and name not in retrains:
-                retrains[name] = retrain_job(c, schedule, source, deadline)
-                if retrains[name].process is None:
-                    c.log(f"retrain of {name} skipped: {retrains[name].note}")
-        active = [j for j in list(jobs.values()) + list(retrains.values()) if j.process is not None and j.ended is None]
-        waiting = jobs["random"].process is None and jobs["prac"].ended is None
-        if not active and not waiting:
-            break
-        if c.elapsed() - last_save > 20:
-            stage["progress"] = {j.name: len(list(j.folder.glob("level_*/metrics.json"))) for j in jobs.values()}
-            c.save()
-            last_save = c.elapsed()
-        time.sleep(0.5)
-    for j in list(jobs.values()) + list(retrains.values()):
-        if j.process is not None and j.ended is None:
-            c.kill(j.process)
-            j.ended, j.returncode, j.note = c.elapsed(), None, "killed at the stage deadline"
-            c.log(f"{j.name} killed at the stage deadline")
-    stage["ended_at_s"] = c.elapsed()
-    stage["jobs"] = {j.name: {"started_s": j.started, "ended_s": j.ended, "returncode": j.returncode, "restarts": j.restarts,
-                              "note": j.note[-2000:]} for j in list(jobs.values()) + list(retrains.values())}
-    stage["runs"] = {name: harvest(j.folder) for name, j in jobs.items()}
-    stage["prac_table"] = prac_table(stage["runs"], plan.prac_levels)
-    stage["cts_table"] = cts_table(stage["runs"], plan.cts_levels)
-    stage["side_by_side"] = side_by_side(c, stage)
-    c.save()
-    reports(c, runs)
-
-
-def retrain_job(c: Campaign, schedule: Schedule, source: Job, deadline: float) -> Job:
-    """``prac retrain`` of the run's last levels, started only when it can finish before the deadline."""
-    levels = [level for level in c.plan.retrain_levels if (source.folder / f"level_{level:02d}" / "metrics.json").is_file()]
-    j = Job(f"{source.name}_retrain", source.folder, ["-m", "prac_plugin", "retrain", str(source.folder), "--level", *map(str, levels)])
-    if not levels:
-        j.note = "no level to retrain"
-        return j
-    epoch_s = (schedule.epoch_s or 0.0) * schedule.slowdown
-    needed = PROCESS_START_S + len(levels) * (1 - REWIND_FRACTION) * schedule.epochs * epoch_s
-    if c.elapsed() + needed > deadline:
-        j.note = f"needs about {needed:.0f} s, {deadline - c.elapsed():.0f} s left"
-        return j
-    j.process, j.started = c.start(j.name, j.args), c.elapsed()
-    return j
-
-
-def harvest(folder: Path) -> dict:
-    """Completed levels of a run (also of one killed mid-way) and its full-data retraining results."""
-    levels = []
-    for path in sorted(folder.glob("level_*/metrics.json")):
-        m = json.loads(path.read_text())
-        levels.append({k: m.get(k) for k in (
-            "level", "weights_remaining_pct", "sparsity_pct", "test_acc", "val_acc", "train_loss", "optimizer_steps", "examples_seen",
-            "train_examples", "wall_time_s", "train_time_s", "prac_set_size", "prac_set_fraction", "cet_count", "cep_count",
-            "cts_search_steps", "selected_examples", "mixed_precision", "start_step", "total_steps")})
-    retrained = {}
-    for path in sorted((folder / "full_data").glob("level_*.json")):
-        r = json.loads(path.read_text())
-        retrained[r["level"]] = {k: r.get(k) for k in ("accuracy", "mean", "training_steps", "finding_steps", "training_wall_time_s", "split")}
-    return {"levels": levels, "full_data": retrained}
-
-
-def _cumulative(levels: list[dict], key: str, upto: int) -> Optional[float]:
-    values = [m[key] for m in levels[: upto + 1]]
-    return sum(values) if len(values) == upto + 1 and None not in values else None
-
-
-def prac_table(runs: dict, depth: int) -> list[dict]:
-    rows = []
-    for level in range(depth + 1):
-        row: dict = {"level": level}
-        for name in ("ltr", "prac", "random"):
-            levels = runs[name]["levels"]
-            if level < len(levels):
-                m = levels[level]
-                row[f"{name}_sparsity_pct"] = m["sparsity_pct"]
-                row[f"{name}_test_acc"] = m["test_acc"]
-                row[f"{name}_train_examples"] = m["train_examples"]
-                row[f"{name}_steps_cum"] = _cumulative(levels, "optimizer_steps", level)
-            full = runs[name]["full_data"].get(level) or runs[name]["full_data"].get(str(level))
-            if full:
-                row[f"{name}_full_data_acc"] = full["mean"]
-                row[f"{name}_full_data_steps"] = full["training_steps"]
-        rows.append(row)
-    return rows
-
-
-def cts_table(runs: dict, cts_levels: list[int]) -> list[dict]:
-    ltr, cts = runs["ltr_cts"]["levels"], runs["cts"]["levels"]
-    rows = []
-    for i, level in enumerate(cts_levels):
-        row: dict = {"ltr_level": level}
-        if level < len(ltr):
-            row.update(sparsity_pct=ltr[level]["sparsity_pct"], ltr_test_acc=ltr[level]["test_acc"],
-                       ltr_steps=_cumulative(ltr, "optimizer_steps", level), ltr_wall_s=_cumulative(ltr, "wall_time_s", level))
-        if i + 1 < len(cts) and cts:
-            ticket = cts[i + 1]
-            row.update(cts_sparsity_pct=ticket["sparsity_pct"], cts_test_acc=ticket["test_acc"],
-                       cts_steps=cts[0]["optimizer_steps"] + ticket["optimizer_steps"], cts_search_steps=ticket.get("cts_search_steps"),
-                       cts_wall_s=cts[0]["wall_time_s"] + ticket["wall_time_s"])
-            if row.get("ltr_wall_s"):
-                row["cts_over_ltr_wall"] = row["cts_wall_s"] / row["ltr_wall_s"]
-        rows.append(row)
-    return rows
-
-
-def side_by_side(c: Campaign, stage: dict) -> dict:
-    """Training images per second summed over the stage's runs, against one process alone (stage 1)."""
-    wall = stage["ended_at_s"] - stage["started_at_s"]
-    images = sum(m["examples_seen"] or 0 for run in stage["runs"].values() for m in run["levels"])
-    single = c.record["stages"].get("throughput", {}).get("figures", {}).get("device_resident_epoch")
-    result = {"wall_s": wall, "training_images": images, "images_per_s": images / wall if wall > 0 else None,
-              "note": "training images of completed levels only (no CTS search, CEP or evaluation passes): a lower bound"}
-    if single and result["images_per_s"]:
-        result["ratio_to_one_process"] = result["images_per_s"] / single["images_per_s"]
-    return result
-
-
-def reports(c: Campaign, runs: Path) -> None:
-    """prac report's plots of both comparisons (their tables are in campaign.md already)."""
-    for name, members in (("prac", ["ltr", "prac", "random"]), ("cts", ["ltr_cts", "cts"])):
-        folders = [str(runs / m) for m in members if list((runs / m).glob("level_*/metrics.json"))]
-        if len(folders) < 2 or c.left() < 8:
-            continue
-        target = c.work / f"report_{name}"
-        outcome = c.run_until(f"report_{name}", ["-m", "prac_plugin", "report", *folders, "--output", str(target)], c.elapsed() + min(30, c.left() - 5))
-        png = next(target.glob("*.png"), None)
-        if png is not None:
-            c.write(f"report_{name}.png", png.read_bytes())
-        c.record.setdefault("reports", {})[name] = outcome
 
 
 def pack(c: Campaign) -> None:
@@ -630,42 +420,40 @@ def markdown(record: dict) -> str:
                           f"{conc['single_images_per_s']:,.0f} for one alone ({conc['throughput_ratio']:.2f}x); each process "
                           f"{conc['slowdown_per_process']:.2f}x slower; started together: {conc['started_together']}."]
         lines.append("")
-    cmp_ = record["stages"].get("comparisons")
-    if cmp_:
-        s = cmp_["schedule"]
-        lines += ["## Stage 2: the paper's comparisons", "",
-                  f"Schedule: {s['epochs']} epochs per level{' (SHORTENED from 160)' if cmp_['shortened'] else ''}, x0.1 at epochs {s['milestones']}, "
-                  f"rewind {cmp_['rewind']}, bf16, device-resident data; chosen from {s['basis']}. "
-                  f"Stage wall time {_fmt(cmp_.get('ended_at_s', 0) - cmp_['started_at_s'], 0)} s.", "",
-                  "### Full-data LTR vs PrAC-LTR vs random subsets of PrAC's sizes (20% per level)", "",
-                  "| level | sparsity % | LTR acc | PrAC acc | PrAC ticket, full data | random acc | random ticket, full data | PrAC set % | LTR steps | PrAC steps | random steps |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in cmp_.get("prac_table", []):
-            examples = r.get("prac_train_examples")
-            full = r.get("ltr_train_examples")
-            lines.append(
-                f"| {r['level']} | {_fmt(r.get('ltr_sparsity_pct', r.get('prac_sparsity_pct')))} | {_fmt(r.get('ltr_test_acc'), 2, 100)} | "
-                f"{_fmt(r.get('prac_test_acc'), 2, 100)} | {_fmt(r.get('prac_full_data_acc'), 2, 100)} | {_fmt(r.get('random_test_acc'), 2, 100)} | "
-                f"{_fmt(r.get('random_full_data_acc'), 2, 100)} | {_fmt(100 * examples / full if examples and full else None, 1)} | "
-                f"{_fmt(r.get('ltr_steps_cum'))} | {_fmt(r.get('prac_steps_cum'))} | {_fmt(r.get('random_steps_cum'))} |")
-        lines += ["", "### CTS vs LTR near 99.3% sparsity (LTR prunes 51% per level)", "",
-                  "| LTR level | sparsity % | LTR acc | CTS sparsity % | CTS acc | LTR steps | CTS steps (+ search steps) | LTR wall s | CTS wall s | CTS / LTR wall |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in cmp_.get("cts_table", []):
-            lines.append(
-                f"| {r['ltr_level']} | {_fmt(r.get('sparsity_pct'))} | {_fmt(r.get('ltr_test_acc'), 2, 100)} | {_fmt(r.get('cts_sparsity_pct'))} | "
-                f"{_fmt(r.get('cts_test_acc'), 2, 100)} | {_fmt(r.get('ltr_steps'))} | {_fmt(r.get('cts_steps'))} (+{_fmt(r.get('cts_search_steps'))}) | "
-                f"{_fmt(r.get('ltr_wall_s'), 0)} | {_fmt(r.get('cts_wall_s'), 0)} | {_fmt(r.get('cts_over_ltr_wall'), 3)} |")
-        sbs = cmp_.get("side_by_side", {})
-        if sbs.get("images_per_s"):
-            lines += ["", f"Side by side: {sbs['training_images']:,} training images in {sbs['wall_s']:.0f} s = {sbs['images_per_s']:,.0f} images/s "
-                          f"over all runs ({_fmt(sbs.get('ratio_to_one_process'))}x one process alone; {sbs['note']})."]
-        lines += ["", "Jobs: " + "; ".join(f"{name} {_fmt(j['started_s'], 0)}-{_fmt(j['ended_s'], 0)} s exit {j['returncode']}"
-                                             + (f" ({j['restarts']} restarts)" if j["restarts"] else "") for name, j in cmp_.get("jobs", {}).items()), ""]
+    lines += cells_markdown(record["stages"].get("cells"))
     return "\n".join(lines) + "\n"
 
 
-STAGES = {"preflight": stage_preflight, "throughput": stage_throughput, "comparisons": stage_comparisons}
+def stage_cells_here(c: Campaign) -> None:
+    stage_cells(c, c.plan.cell_scale, c.data, c.ledger, c.slots, only=c.only_cells)
+
+
+def cells_markdown(stage: Optional[dict]) -> list[str]:
+    if not stage:
+        return []
+    t = stage["timing"]
+    lines = ["## Stage 2: campaign cells", "",
+             f"Ledger {stage['ledger']}: {len(stage['done_before'])} cells done before this call; {stage['slots']} side by side; "
+             f"{t['epoch_s']:.2f} s per epoch alone ({t['basis']}). New this call: {', '.join(stage.get('new', [])) or 'none'}; "
+             f"{stage.get('pending', '?')} still pending." + (f" {stage['why_none']}." if stage.get("why_none") else ""), "",
+             "| cell | outcome | seconds | estimate s | side by side |", "|---|---|---:|---:|---:|"]
+    for cell_id, note in stage["cells"].items():
+        lines.append(f"| {cell_id} | {note['outcome'][:120]} | {_fmt(note.get('seconds'), 0)} | {_fmt(note.get('estimate_s'), 0)} | "
+                     f"{note.get('side_by_side', '-')} |")
+    return lines + [""]
+
+
+STAGES = {"preflight": stage_preflight, "throughput": stage_throughput, "cells": stage_cells_here}
+
+
+def parse_limits(items: list[str]) -> dict[str, float]:
+    limits = {}
+    for item in items:
+        name, _, seconds = item.partition("=")
+        if name not in LIMITS or not seconds:
+            raise ValueError(f"--limit {item!r}: write PART=SECONDS, PART one of {', '.join(LIMITS)}")
+        limits[name] = float(seconds)
+    return limits
 
 
 def main() -> None:
@@ -677,17 +465,28 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="folder with CIFAR-10 train.parquet and test.parquet "
                         "(default: .gpu_stage/data; with --dry-run: none, scikit-learn's digits)")
     parser.add_argument("--dry-run", action="store_true", help="the same code path on CPU with tiny data and sizes")
-    parser.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES),
-                        help="run only these stages (their time limits grow to share the budget); default: all")
+    parser.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(DEFAULT_STAGES),
+                        help=f"run only these stages, in this script's order (default: {' '.join(DEFAULT_STAGES)})")
+    parser.add_argument("--limit", action="append", default=[], metavar="PART=SECONDS",
+                        help=f"a stage part's time limit in seconds instead of its share of the budget ({', '.join(LIMITS)}); repeatable")
+    parser.add_argument("--checks", nargs="+", help="preflight: only these checks (default: all)")
+    parser.add_argument("--ledger", type=Path, help=f"the cells' ledger (default: {LEDGER.relative_to(ROOT)}; "
+                        "with --dry-run: a folder in the scratch folder, emptied with it)")
+    parser.add_argument("--cells", nargs="+", metavar="CELL", help="only these cells (ids as E1-s0-L00), when pending and ready")
+    parser.add_argument("--slots", type=int, help="most cells side by side (default 4 on a GPU, 2 in a dry run)")
     parser.add_argument("--epoch-seconds", type=float, help="without the throughput stage: one process's seconds per epoch, "
-                        "measured earlier (benchmarks/RESULTS.md), to choose stage 2's schedule")
-    parser.add_argument("--slowdown", type=float, default=2.3, help="with --epoch-seconds: how much slower each of the "
+                        "measured earlier (benchmarks/RESULTS.md), to size the cells (default: the slowest measured, 4.8)")
+    parser.add_argument("--slowdown", type=float, default=2.3, help="with --epoch-seconds: how much slower each of 5 "
                         "side-by-side processes runs (default 2.3, measured on an H200)")
     args = parser.parse_args()
     if args.epoch_seconds is not None and not (args.epoch_seconds > 0 and args.slowdown >= 1):
         parser.error(f"--epoch-seconds {args.epoch_seconds} must be positive and --slowdown {args.slowdown} at least 1")
     if not args.budget >= 30:
         parser.error(f"--budget {args.budget} is too short (at least 30 s)")
+    try:
+        fixed = parse_limits(args.limit)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.data is None and not args.dry_run:
         args.data = ROOT / ".gpu_stage" / "data"
     if args.data is not None and not (args.data / "train.parquet").is_file():
@@ -697,16 +496,28 @@ def main() -> None:
         parser.error(f"--workdir {args.workdir} and --output {args.output} must not contain each other")
     data = args.data.resolve() if args.data is not None else None
     plan = dry_plan(data) if args.dry_run else gpu_plan(data)
-    if "comparisons" not in args.stages:  # stages 0 and 1 share what stage 2 would have had
-        shares = {"preflight": ["preflight"], "throughput": ["eager", "extra", "concurrent"]}
-        chosen = [key for stage in args.stages for key in shares[stage]]
-        scale = (1 - FINAL_RESERVE_S / args.budget) / sum(LIMITS[key] for key in chosen)
-        LIMITS.update({key: LIMITS[key] * scale for key in chosen})
+    unknown = set(args.checks or []) - set(PREFLIGHT_CHECKS)
+    if unknown:
+        parser.error(f"--checks: unknown {', '.join(sorted(unknown))}; known: {', '.join(PREFLIGHT_CHECKS)}")
+    plan.probe["checks"] = preflight_names(plan.dry_run, args.checks)
+    stages = [name for name in STAGES if name in args.stages]
+    if "cells" not in stages:  # the other stages share what the cells would have had
+        parts = {"preflight": ["preflight"], "throughput": list(THROUGHPUT_PARTS)}
+        chosen = [key for stage in stages for key in parts[stage] if key not in fixed]
+        if chosen:
+            scale = (1 - FINAL_RESERVE_S / args.budget) / sum(LIMITS[key] for key in chosen)
+            LIMITS.update({key: LIMITS[key] * scale for key in chosen})
+    LIMITS.update({key: seconds / args.budget for key, seconds in fixed.items()})
     c = Campaign(args, plan)
+    c.data = data
+    c.ledger = (args.ledger or (work / "ledger" if args.dry_run else LEDGER)).resolve()
+    c.slots = args.slots or plan.cell_slots
+    c.only_cells = args.cells
     if args.epoch_seconds is not None:
         c.record["given_timing"] = {"epoch_seconds": args.epoch_seconds, "slowdown": args.slowdown}
-    c.log(f"campaign: budget {args.budget:.0f} s, output {c.out}, scratch {c.work}")
-    for stage in (STAGES[name] for name in STAGES if name in args.stages):
+    c.record["limits_s"] = {key: LIMITS[key] * args.budget for key in LIMITS}
+    c.log(f"campaign: budget {args.budget:.0f} s, stages {' '.join(stages)}, output {c.out}, scratch {c.work}")
+    for stage in (STAGES[name] for name in stages):
         if c.left() < FINAL_RESERVE_S:
             c.log(f"{stage.__name__} skipped: {c.left():.0f} s left")
             continue

@@ -169,11 +169,17 @@ def run_check(base: dict, overrides: list[str], folder: Path) -> dict:
 def preflight(config: dict, results: Results) -> None:
     done = done_names(results.path)
     checks = preflight_checks(config["dry_run"])
+    if config.get("checks"):  # a subset (gpu_campaign.py --checks)
+        unknown = set(config["checks"]) - set(checks) - {"data_to_device"}
+        if unknown:
+            raise SystemExit(f"preflight: unknown checks {sorted(unknown)}; known: data_to_device, {', '.join(checks)}")
+        checks = {name: overrides for name, overrides in checks.items() if name in config["checks"]}
     if "plan" not in done:  # lets the campaign name the checks a deadline cut off
-        results.add("plan", status="ok", checks=["data_to_device", *checks])
+        first = ["data_to_device"] if not config.get("checks") or "data_to_device" in config["checks"] else []
+        results.add("plan", status="ok", checks=[*first, *checks])
     if "environment" not in done:
         results.add("environment", status="ok", **environment())
-    if "data_to_device" not in done:
+    if "data_to_device" not in done and (not config.get("checks") or "data_to_device" in config["checks"]):
         _guarded(results, "data_to_device", lambda: data_to_device(config["recipe"]))
     base = apply_overrides(config["recipe"], config["preflight_overrides"])
     work = Path(config["workdir"]) / "preflight"
