@@ -167,7 +167,7 @@ def test_the_step_probe_hook_runs_the_script_when_it_exists(tmp_path, monkeypatc
     script.write_text("import json, sys\nout = sys.argv[sys.argv.index('--out') + 1]\n"
                       "open(out, 'w').write(json.dumps({'eager_ms': 1.5, 'dry': '--dry-run' in sys.argv}))\n")
     monkeypatch.setattr(gpu_campaign, "STEP_PROBE", script)
-    result = gpu_campaign.step_probe(c, c.elapsed() + 60)
+    result = gpu_campaign.step_probe(c, c.elapsed() + 600)
     assert result["status"] == "ran" and result["figures"] == {"eager_ms": 1.5, "dry": True}
     script.write_text("import time\ntime.sleep(600)\n")  # one that never ends is killed at its deadline
     result = gpu_campaign.step_probe(c, c.elapsed() + 1)
@@ -178,7 +178,7 @@ def test_refuses_a_scratch_folder_it_did_not_make(tmp_path):
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "precious.txt").write_text("keep me")
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_campaign.py"), "--dry-run", "--output", str(tmp_path / "out"),
-                             "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=60)
+                             "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=600)
     assert result.returncode != 0 and "did not write" in result.stderr
     assert (tmp_path / "work" / "precious.txt").read_text() == "keep me"
 

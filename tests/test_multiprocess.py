@@ -128,13 +128,13 @@ def test_a_worker_killed_inside_a_level_fails_the_launch_and_the_relaunch_resume
 
     finish(tmp_path / "reference")
     process = launch(tmp_path / "killed")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 900  # a hang guard, far out of reach of a slow machine
     while not any((c / "meta.json").is_file() for c in level_checkpoints(tmp_path / "killed", 1)):
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.002)
     worker = next(pid for pid in descendants(process.pid) if rank_of(pid) == 1)
     os.kill(worker, signal.SIGKILL)
-    log, _ = process.communicate(timeout=120)
+    log, _ = process.communicate(timeout=600)
     assert process.returncode != 0 and "exitcode  : -9" in log  # torchrun's failure report names the signal
     assert not (tmp_path / "killed" / "level_01" / "metrics.json").exists()
     assert "Resuming level 1 at step" in finish(tmp_path / "killed")

@@ -177,7 +177,7 @@ def test_cli_refuses_foreign_directory_and_reports(finished_run, tmp_path, capsy
 
 
 def test_python_dash_m_help():
-    result = subprocess.run([sys.executable, "-m", "prac_plugin", "run", "--help"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "prac_plugin", "run", "--help"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "--set" in result.stdout and "--output" in result.stdout
 
 
