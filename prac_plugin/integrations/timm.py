@@ -36,12 +36,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from timm.data import Mixup
-from timm.data import AugMixDataset
+from timm.data import AugMixDataset, Mixup  # loaded by `import timm` itself
 from torch import nn
 
-from prac_plugin.errors import PracError
 from prac_plugin.compat.timm_private import resume_epoch
+from prac_plugin.errors import PracError
 from prac_plugin.integrations.timm_data import (
     MIXED_EXTRA,
     SampleIdDataset,
@@ -187,7 +186,7 @@ class TimmHook:
         self.round_start = (0, 0)  # (epoch, update) this round began at: a --start-epoch round's, kept across --resume
         self.auto_epochs = False  # a wrapped task folds each epoch itself
         self._resume_state: tuple | None = None  # (start_epoch, path, tensors, meta), checked by `plan`
-        self._planned = self._started = False
+        self._started = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, model: nn.Module) -> TimmHook:
@@ -250,8 +249,6 @@ class TimmHook:
             index.check_dataset(self.identity, where)
             rows = index.rows
         self.rows = rows
-        from timm.data import Mixup
-
         mixups = [m for m in (collate_fn, mixup_fn) if isinstance(m, Mixup)]
         self.mixed_width = mixups[0].num_classes + MIXED_EXTRA if mixups else None
         device = next(self.model.parameters()).device
@@ -277,7 +274,6 @@ class TimmHook:
             start_epoch = resume_epoch(self.resume)  # None: unreadable, timm says why; `start` checks then
         if self.resume and start_epoch is not None:
             self._read_resume_state(start_epoch)
-        self._planned = True
         if self.rewind is None:
             return
         num_epochs = scheduled_epochs(self.args, updates_per_epoch) if self.args is not None else None
