@@ -27,22 +27,22 @@ from conftest import quick_recipe
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("hub") / "run"
-    prac_plugin.run(quick_recipe(ticket={"levels": 2, "rewind": "0it"}, train={"epochs": 1}), str(out))
+    prac_plugin.run(quick_recipe(ticket={"levels": 1, "rewind": "0it"}, train={"epochs": 1}), str(out))
     return out
 
 
 def test_the_export_loads_in_timm_with_the_same_accuracy_and_the_same_zeros(run, tmp_path, capsys):
-    assert prac_cli(["export", str(run), "--level", "2", "--format", "timm-hub", "-o", str(tmp_path / "hub")]) == 0
+    assert prac_cli(["export", str(run), "--level", "1", "--format", "timm-hub", "-o", str(tmp_path / "hub")]) == 0
     assert f'timm.create_model("local-dir:{tmp_path / "hub"}", pretrained=True)' in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "hub").iterdir()) == sorted(FILES)
     config = json.loads((tmp_path / "hub" / "config.json").read_text())
     assert (config["architecture"], config["num_classes"], config["pretrained_cfg"]["input_size"]) == ("lenet_300_100", 10, [1, 8, 8])
     model = timm.create_model(f"local-dir:{tmp_path / 'hub'}", pretrained=True).eval()  # timm's own loader, offline
-    weights = load_file(run / "level_02" / "weights.safetensors")
+    weights = load_file(run / "level_01" / "weights.safetensors")
     state = model.state_dict()
     assert state.keys() == weights.keys() and all(torch.equal(state[k], weights[k]) for k in weights)
     mask = TicketMask.load(tmp_path / "hub" / "mask.safetensors", model)
-    assert mask.equal(TicketMask.load(run / "level_02" / "mask.safetensors"))
+    assert mask.equal(TicketMask.load(run / "level_01" / "mask.safetensors"))
     for name, keep in mask.masks.items():  # exactly the zeros of the ticket, no more, no fewer
         assert torch.equal(state[name] == 0, weights[name] == 0) and torch.count_nonzero(state[name][~keep]) == 0
     # accuracy on the run's test split through timm's eval transform from the exported config: the run's figure
@@ -51,14 +51,14 @@ def test_the_export_loads_in_timm_with_the_same_accuracy_and_the_same_zeros(run,
     images = torch.stack([transform(Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L")) for image in test["image"]])
     with torch.no_grad():
         accuracy = (model(images).argmax(1) == torch.tensor(test["label"])).float().mean().item()
-    metrics = json.loads((run / "level_02" / "metrics.json").read_text())
+    metrics = json.loads((run / "level_01" / "metrics.json").read_text())
     assert accuracy == pytest.approx(metrics["test_acc"], abs=1e-6)
     card = (tmp_path / "hub" / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
     assert front["library_name"] == "timm" and "lottery-ticket" in front["tags"]
-    steps = sum(json.loads((run / f"level_0{lv}" / "metrics.json").read_text())["optimizer_steps"] for lv in range(3))
+    steps = sum(json.loads((run / f"level_0{lv}" / "metrics.json").read_text())["optimizer_steps"] for lv in range(2))
     for text in (f"{100 * (1 - mask.density):.2f}% of {mask.num_total:,} prunable weights", f"| test accuracy | {100 * metrics['test_acc']:.2f}% |",
-                 f"| optimizer steps, levels 0 to 2 | {steps:,} |", "| strategy | `ltr` |", "name: lenet_300_100", "```yaml"):
+                 f"| optimizer steps, levels 0 to 1 | {steps:,} |", "| strategy | `ltr` |", "name: lenet_300_100", "```yaml"):
         assert text in card, text
 
 
