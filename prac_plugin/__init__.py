@@ -1,23 +1,48 @@
 """prac_plugin: lottery tickets for timm models on Hugging Face datasets, found efficiently.
 
 Importing the package registers the classic LTH architectures (lenet_300_100, cifar_resnet20/32/56,
-cifar_vgg16) into timm's model registry.
+cifar_vgg16) into timm's model registry: at once when timm is already imported, otherwise as soon as it is.
+
+The package itself imports no torch: its names (`TicketMask`, `run`, ...) load their modules when first used,
+so ``prac --help`` and the timm hook (``import prac_plugin.timm``) pay only for what they use.
 """
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
-from .engine import models_lth  # noqa: E402,F401  (timm registration)
-from .errors import PracError  # noqa: E402
-from .masks import MaskEnforcer, TicketMask, prunable_parameter_names  # noqa: E402
-from .recipes import Recipe, load_recipe, parse_recipe  # noqa: E402
-from .rewind import RewindPoint  # noqa: E402
-from .strategies import DataSelectionStrategy, TicketStrategy, register  # noqa: E402
-from .structured import export_ticket, load_structured_ticket  # noqa: E402
+_EXPORTS = {  # name -> module that defines it, imported on first use
+    "PracError": ".errors",
+    "MaskEnforcer": ".masks", "TicketMask": ".masks", "prunable_parameter_names": ".masks",
+    "Recipe": ".recipes", "load_recipe": ".recipes", "parse_recipe": ".recipes",
+    "RewindPoint": ".rewind",
+    "DataSelectionStrategy": ".strategies", "TicketStrategy": ".strategies", "register": ".strategies",
+    "export_ticket": ".structured", "load_structured_ticket": ".structured",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prac_plugin' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
 
 
 def run(recipe, output_dir: str):
     """Run a recipe (a `Recipe`, a dict, or a YAML path) into ``output_dir``; returns the summary rows."""
     from .pipeline import run_recipe
+    from .recipes import Recipe, load_recipe, parse_recipe
 
     if isinstance(recipe, dict):
         recipe = parse_recipe(recipe)
@@ -25,6 +50,44 @@ def run(recipe, output_dir: str):
         recipe = load_recipe(recipe)
     return run_recipe(recipe, output_dir)
 
+
+class _RegisterAfterTimm(importlib.abc.MetaPathFinder):
+    """Registers the LTH architectures right after ``import timm`` completes (the package imports no timm itself)."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "timm":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("timm")  # by the other finders
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenRegister(spec.loader)
+        return spec
+
+
+class _ThenRegister(importlib.abc.Loader):
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        importlib.import_module(".engine.models_lth", __name__)
+
+    def __getattr__(self, name):  # resource readers and the like: timm's own loader's
+        return getattr(self._loader, name)
+
+
+def _register_models() -> None:
+    if "timm" in sys.modules:
+        importlib.import_module(".engine.models_lth", __name__)
+    elif not any(isinstance(finder, _RegisterAfterTimm) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterAfterTimm())
+
+
+_register_models()
 
 __all__ = [
     "__version__", "PracError", "MaskEnforcer", "TicketMask", "prunable_parameter_names", "Recipe", "load_recipe",

@@ -123,7 +123,42 @@ def _cmd_timm_patch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_hub(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .hub_export import check_repo_id, export_hub, push
+
+    if args.push:
+        check_repo_id(args.push)
+    if args.local and not args.push:
+        raise PracError("--local DIR writes the folder --push would upload: give --push OWNER/NAME too")
+    if not args.push and not args.output:
+        raise PracError("--format timm-hub needs -o DIR (the model folder), or --push OWNER/NAME")
+    with nullcontext(args.local or args.output) if (args.local or args.output) else tempfile.TemporaryDirectory() as folder:  # complete levels only: no lock
+        out, info = export_hub(args.run_dir, args.level, folder, args.push)
+        accuracy = f", test accuracy {100 * info['test_acc']:.2f}%" if isinstance(info["test_acc"], (int, float)) else ""
+        print(f"Level {info['level']} of {args.run_dir} as a timm model: {info['model']}, {100 * info['density']:.2f}% of the "
+              f"prunable weights{accuracy}")
+        if args.push and not args.local:
+            try:
+                name = push(out, args.push, args.overwrite, args.private)
+            except PracError:
+                raise
+            except Exception as exc:  # network, authentication, permissions: huggingface_hub's many error types
+                raise PracError(f"uploading to model {args.push!r} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            print(f"Published: {name}")
+            print(f'Load it with: timm.create_model("{name}", pretrained=True)')
+        else:
+            print(f"Wrote {', '.join(sorted(p.name for p in out.iterdir()))} into {out}" + (" (nothing was uploaded)" if args.push else ""))
+            print(f'Load it with: timm.create_model("local-dir:{out}", pretrained=True)')
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "timm-hub":
+        return _export_hub(args)
+    if args.push or args.local:
+        raise PracError("--push and --local publish a timm model folder: give --format timm-hub")
     from .structured import export_ticket
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()] if args.batch_sizes else []
@@ -319,10 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="current: the task-based train.py of timm 1.0.23 and later (default); v1.0.22: the earlier loop")
     patch.set_defaults(func=_cmd_timm_patch)
 
-    export = commands.add_parser("export", help="write a structured ticket as a compact timm model (weights, pruning history, MACs, latency)")
-    export.add_argument("run_dir", metavar="RUN_DIR", help="run directory of a ticket.strategy: structured run")
+    export = commands.add_parser("export", help="write a structured ticket as a compact timm model (weights, pruning history, MACs, "
+                                 "latency), or with --format timm-hub any run's ticket as a timm Hub model folder")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="run directory (structured: a ticket.strategy: structured run)")
     export.add_argument("--level", type=int, default=None, help="level to export (default: the last completed)")
-    export.add_argument("--output", "-o", help="output folder (default: RUN_DIR/ticket_level_NN)")
+    export.add_argument("--output", "-o", help="output folder (default: RUN_DIR/ticket_level_NN; timm-hub: required unless --push)")
+    export.add_argument("--format", choices=("structured", "timm-hub"), default="structured",
+                        help="structured: the compact model (default); timm-hub: config.json, model.safetensors, the mask and a "
+                        "model card, loadable with timm.create_model('local-dir:DIR', pretrained=True)")
+    export.add_argument("--push", metavar="OWNER/NAME", help="timm-hub: upload the folder to this Hugging Face model repository")
+    export.add_argument("--local", metavar="DIR", help="with --push: write the folder that would be uploaded into DIR; upload nothing")
+    export.add_argument("--overwrite", action="store_true", help="with --push: replace files the repository already has")
+    export.add_argument("--private", action="store_true", help="with --push: create the repository as private")
     export.add_argument("--batch-sizes", default="1,64", help="batch sizes to time on the CPU (default: 1,64)")
     export.add_argument("--repeats", type=int, default=30, help="timed repeats per model and batch size (default: 30)")
     export.set_defaults(func=_cmd_export)

@@ -155,6 +155,7 @@ def _run_recipe(recipe: Recipe, output_dir: str, log) -> list[dict]:
             "optimizer_steps": result.steps, "examples_seen": result.examples,
             "start_step": plan.start_step, "total_steps": schedule.total_steps, "steps_per_epoch": schedule.steps_per_epoch,
             "train_examples": int(positions.numel()),
+            "num_classes": int(data.num_classes), "input_size": [int(data.in_chans), *map(int, data.image_size)],  # rebuild the model (`prac export --format timm-hub`)
             "wall_time_s": time.perf_counter() - started + outcome.resumed_elapsed, "train_time_s": result.wall_time,
             "full_data_steps": full_data_steps(full_schedule, schedule, plan.start_step),
             "layers": [{"name": l.name, "total": l.total, "remaining": l.remaining, "density": l.density} for l in plan.mask.layers()],

@@ -41,3 +41,28 @@ def test_torch_pruning_private_names_exist():
         groups = list(pruner.step(interactive=True))
     assert "check_pruning_group" not in vars(graph)  # the class's own check is back
     assert groups and all(torch_pruning_private.passes_group_check(graph, group) in (True, False) for group in groups)
+
+
+def test_timm_resume_epoch_is_the_epoch_timm_resumes_at(tmp_path):
+    """`timm_private.resume_epoch` repeats the epoch rule of timm's resume functions: compared on checkpoints
+    timm's own CheckpointSaver writes (the hook reads the epoch before the script resumes)."""
+    import argparse
+
+    import timm
+    from timm.models import resume_checkpoint
+    from timm.utils import CheckpointSaver
+
+    from prac_plugin.compat import timm_private
+
+    model = timm.create_model("test_resnet", num_classes=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    saver = CheckpointSaver(model=model, optimizer=optimizer, args=argparse.Namespace(model="test_resnet"),
+                            checkpoint_dir=str(tmp_path), recovery_dir=str(tmp_path))
+    for epoch in (0, 1):
+        saver.save_checkpoint(epoch=epoch, metric=float(epoch))
+        last = str(tmp_path / "last.pth.tar")
+        assert timm_private.resume_epoch(last) == resume_checkpoint(model, last, log_info=False) == epoch + 1
+    torch.save(model.state_dict(), tmp_path / "bare.pth")  # no epoch: timm resumes without one
+    assert timm_private.resume_epoch(str(tmp_path / "bare.pth")) is None
+    (tmp_path / "junk.pth").write_text("not a checkpoint")
+    assert timm_private.resume_epoch(str(tmp_path / "junk.pth")) is None  # timm's own resume says what is wrong

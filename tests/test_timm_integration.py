@@ -222,3 +222,30 @@ def test_a_prac_error_reaching_the_top_of_a_script_is_one_line_and_status_2(tmp_
     other.write_text("import argparse, prac_plugin.timm\nprac_plugin.timm.add_args(argparse.ArgumentParser())\nraise KeyError('k')\n")
     result = subprocess.run([sys.executable, str(other)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" in result.stderr  # other errors keep Python's report
+
+
+# -- start-up ------------------------------------------------------------------------------------------------
+def test_prac_help_imports_no_torch_and_the_hook_nothing_timm_has_not_loaded():
+    """`prac --help` stays a command line, not a torch start-up; the patch's `import prac_plugin.timm` adds no
+    library to what timm's script loads (no datasets, torch-pruning, Accelerate); the LTH architectures still
+    register with timm when prac_plugin is imported first. Timings: benchmarks/startup.py."""
+    code = "\n".join([
+        "import sys",
+        "import prac_plugin",
+        "from prac_plugin.cli import main",
+        "try:",
+        "    main(['--help'])",
+        "except SystemExit:",
+        "    pass",
+        "print('TORCH', 'torch' in sys.modules)",
+        "import timm",
+        "before = set(sys.modules)",
+        "import prac_plugin.timm",
+        "print('ADDED', sorted(m.split('.')[0] for m in set(sys.modules) - before if not m.startswith('prac_plugin')))",
+        "print('HEAVY', sorted(m for m in ('datasets', 'torch_pruning', 'accelerate') if m in sys.modules))",
+        "print('MODEL', type(timm.create_model('cifar_resnet20', num_classes=10)).__name__)",
+    ])
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if line.split(" ", 1)[0] in ("TORCH", "ADDED", "HEAVY", "MODEL"))
+    assert lines == {"TORCH": "False", "ADDED": "[]", "HEAVY": "[]", "MODEL": "CifarResNet"}, result.stdout[-2000:]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from timm.data import create_dataset, create_transform, resolve_data_config
 from timm.models import create_model
@@ -216,6 +217,10 @@ def test_a_prac_round_with_the_current_script(dense, data, scripts, tmp_path, ca
     expected = critical_set(critical_rows(stats), cep, "both").nonzero().squeeze(1)
     chosen = PracIndex.load(out / "prac_set.prac.safetensors")
     assert torch.equal(chosen.rows, expected) and chosen.metadata["criteria"] == "both"
+    # the round trained epochs 1 and 2 of 3: its own cost, not timm's absolute counters (3 epochs, 3 x updates)
+    updates = len(index) // divisor_batch(len(index))
+    meta = chosen.metadata
+    assert (meta["epochs_recorded"], meta["optimizer_steps"], meta["start_epoch"]) == ("2", str(2 * updates), "1"), meta
     assert int(cep.sum()) > 0 and not torch.equal(expected, critical_rows(stats).nonzero().squeeze(1))  # CEP added rows
 
 
@@ -278,6 +283,63 @@ def test_configurations_keep_working_with_the_plugin(dense, data, scripts, tmp_p
     assert PracIndex.load(tmp_path / "c" / "prac_set.prac.safetensors").metadata["optimizer_steps"] == str(steps)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_aug_splits_and_rows_the_loader_never_showed(data, scripts, tmp_path, version):
+    """--aug-splits wraps the split in timm's AugMixDataset (with --jsd-loss in the current script): the hook looks
+    through it, records each example once per epoch (its clean split), and says so in timm's log. One epoch at
+    batch 24 leaves 16 of the 256 rows unshown (timm drops the last partial batch): never learned, so in the set."""
+    extra = ["--aug-splits", "2", *(["--jsd-loss"] if version == "current" else [])]
+    result = run(scripts[version]["patched"], *script_args(data, tmp_path, "aug", "--prac-select", "--save-rewind", "1it", *extra,
+                                                          "-b", "24", epochs=1))
+    out = tmp_path / "aug"
+    stats = load_file(out / prac_plugin.timm.STATISTICS_FILE)
+    assert sorted(stats["presentations"].tolist()) == [0] * 16 + [1] * 240  # once per epoch, not once per split
+    unshown = stats["presentations"] == 0
+    index = PracIndex.load(out / "prac_set.prac.safetensors")
+    assert torch.equal(index.rows, (critical_rows(stats) | unshown).nonzero().squeeze(1))
+    assert set(unshown.nonzero().squeeze(1).tolist()) <= set(index.rows.tolist()) and index.metadata["unshown_rows"] == "16"
+    assert (index.metadata["epochs_recorded"], index.metadata["optimizer_steps"]) == ("1", "10")
+    log = result.stdout + result.stderr
+    start = [line for line in log.splitlines() if line.startswith("prac: training on")]
+    assert len(start) == 1 and re.fullmatch(
+        r"prac: training on all 256 rows, 2 aug splits \(the clean split's predictions are tracked\); no mask; "
+        r"rewind point 1it = step 1; tracking forgetting per example for the PrAC set \(CET, E_F 0\); epochs 0-0 of 1", start[0]), start
+    assert re.search(rf"prac: saved the rewind point 1it \(step 1 of 10\) to {re.escape(str(out))}/rewind.safetensors", log)
+    assert re.search(rf"prac: saved the PrAC set \(CET\): {len(index)} of the 256 rows trained on \(16 never shown, counted as "
+                     rf"never learned\) to {re.escape(str(out))}/prac_set.prac.safetensors", log)
+
+
+def _hub_cache(folder: Path, model_name: str, state: dict) -> Path:
+    """A Hugging Face Hub cache holding ``timm/<model_name>``'s model.safetensors, as a download would leave it."""
+    from safetensors.torch import save_file
+
+    repo = folder / f"models--{model_name.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(snapshot / "model.safetensors"))
+    return folder
+
+
+def test_distillation_with_a_teacher_from_a_local_hub_cache(dense, data, scripts, tmp_path, monkeypatch):
+    """timm's logit distillation task always loads the teacher's pretrained weights: offline, from the Hub cache."""
+    torch.manual_seed(5)
+    hub_id = create_model("test_resnet").pretrained_cfg["hf_hub_id"]
+    cache = _hub_cache(tmp_path / "hub", hub_id, create_model("test_resnet").state_dict())
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    result = run(scripts["current"]["patched"], *script_args(data, tmp_path, "kd", "--kd-model-name", "test_resnet", "--prac-select",
+                                                            "--ticket-mask", dense["mask_path"], epochs=2))
+    log = result.stdout + result.stderr
+    assert f"Loading pretrained weights from Hugging Face hub ({hub_id})" in log and "Creating KD teacher model" in log
+    stats = load_file(tmp_path / "kd" / prac_plugin.timm.STATISTICS_FILE)
+    assert bool((stats["presentations"] == 2).all())  # the student's predictions, every row once per epoch
+    assert torch.equal(PracIndex.load(tmp_path / "kd" / "prac_set.prac.safetensors").rows, critical_rows(stats).nonzero().squeeze(1))
+    weights = load_file(tmp_path / "kd" / "weights.safetensors")
+    assert_pruned_zero(weights, dense["mask"])  # the student's weights: the teacher's are not the model's
+    assert_pruned_zero(checkpoint(tmp_path / "kd" / "last.pth.tar")["state_dict"], dense["mask"])
+
+
 def test_two_processes_under_torchrun_count_every_row_once(dense, data, scripts, tmp_path):
     run(scripts["current"]["patched"], *script_args(data, tmp_path, "t", "-b", "16", "--prac-select", "--ticket-mask", dense["mask_path"],
                                                    "--save-rewind", "1ep", "--prac-dense", dense["runs"]["current"] / "full" / "weights.safetensors",
@@ -304,8 +366,11 @@ def test_resume_keeps_the_mask_and_the_forgetting_statistics(dense, data, script
     assert bool((stats["forgetting"] >= first["forgetting"]).all()) and bool((stats["ever_correct"] | ~first["ever_correct"]).all())
     assert_pruned_zero(load_file(tmp_path / "a" / "weights.safetensors"), dense["mask"])
     assert json.loads((tmp_path / "a" / "rewind.json").read_text())["step"] == 8  # saved by the first run, kept
+    # resumed without --ticket-mask, the mask the run trained with is the one timm's args.yaml names
+    assert yaml.safe_load((tmp_path / "a" / "args.yaml").read_text())["ticket_mask"] == str(dense["mask_path"])
     if version != "current":
         return  # the refusals below are the hook's own, the same for both scripts
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir() if p.is_file()}
     # resuming from an older checkpoint, or with another mask, would mix states: refused, named
     other = make_mask(tmp_path / "other.safetensors", fraction=0.3)
     assert not other.equal(dense["mask"])
@@ -313,6 +378,9 @@ def test_resume_keeps_the_mask_and_the_forgetting_statistics(dense, data, script
                            (["--resume", tmp_path / "a" / "last.pth.tar", "--ticket-mask", tmp_path / "other.safetensors"], "--ticket-mask differs")):
         result = run(script, *script_args(data, tmp_path, "a", "--prac-select", *extra), check=False)
         assert result.returncode == 2 and re.search(message, result.stderr), result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+        # refused before timm writes anything: its args.yaml keeps the run's values, no file changed or added
+        assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir() if p.is_file()} == before
 
 
 # -- start-up errors: one line, exit status 2, nothing written ---------------------------------------------------------
@@ -326,6 +394,7 @@ def _other_index(tmp_path, num_rows):
 @pytest.mark.parametrize("version,case", [
     ("current", "label hash"), ("current", "row count"), ("current", "mask of another model"), ("current", "rewind past the end"),
     ("current", "bad rewind"), ("current", "dense of another model"), ("current", "dense without select"), ("current", "naflex loader"),
+    ("current", "threshold without select"), ("current", "output without a writing flag"),
     ("v1.0.22", "rewind past the end"), ("v1.0.22", "mask of another model"),
 ])
 def test_bad_input_stops_the_script_at_start_up_with_one_line(data, scripts, tmp_path, version, case):
@@ -347,9 +416,13 @@ def test_bad_input_stops_the_script_at_start_up_with_one_line(data, scripts, tmp
         extra, message = ["--prac-dense", tmp_path / "d10.safetensors"], r"'fc.weight' has shape \(10, 96\)"
     elif case == "dense without select":
         extra, message = ["--prac-dense", tmp_path / "unused.safetensors", "--ticket-mask", tmp_path / "unused.safetensors"], "--prac-dense gives CEP"
+    elif case == "threshold without select":
+        extra, message = ["--prac-forgetting-threshold", "3"], "--prac-forgetting-threshold 3 sets E_F for the PrAC set: it needs --prac-select"
+    elif case == "output without a writing flag":
+        extra, message = ["--prac-output", tmp_path / "files"], r"--prac-output '.*files': no flag writes files there"
     else:
         extra, message = ["--naflex-loader"], "--naflex-loader batches patches without sample ids"
-    select = [] if case == "dense without select" else ["--prac-select"]
+    select = [] if case in ("dense without select", "threshold without select", "output without a writing flag") else ["--prac-select"]
     result = run(scripts[version]["patched"], *script_args(data, tmp_path / "out", "x", *select, *extra), check=False)
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and last.startswith("prac: error: ") and re.search(message, last), result.stderr[-3000:]

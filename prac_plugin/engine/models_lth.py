@@ -62,11 +62,12 @@ class _TimmHeadMixin:
 class LeNet300100(_TimmHeadMixin, nn.Module):
     """LeNet-300-100 MLP (LeCun et al. 1998; Frankle & Carbin 2019)."""
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, img_size: int = 28, **kwargs: Any) -> None:
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, img_size: Union[int, List[int]] = 28, **kwargs: Any) -> None:
         super().__init__()
         self.num_classes, self.in_chans, self.img_size = num_classes, in_chans, img_size
         self.num_features = self.head_hidden_size = 100
-        self.fc1 = nn.Linear(in_chans * img_size * img_size, 300)
+        height, width = (img_size, img_size) if isinstance(img_size, int) else img_size  # timm's config.json: [H, W]
+        self.fc1 = nn.Linear(in_chans * height * width, 300)
         self.fc2 = nn.Linear(300, 100)
         self.fc = _make_fc(100, num_classes)
         _init_weights(self)
@@ -192,11 +193,23 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+def _given_weights(kwargs: Dict[str, Any]) -> bool:
+    """Whether ``create_model`` was pointed at weights: ``local-dir:``/``hf-hub:`` names (a ticket exported with
+    ``prac export --format timm-hub``) or a ``pretrained_cfg_overlay`` with a file."""
+    sources = [kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")]
+    for cfg in sources:
+        cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
+        if isinstance(cfg, dict) and any(cfg.get(key) for key in ("file", "hf_hub_id", "url", "state_dict")):
+            return True
+    return False
+
+
 def _create(cls: Type[nn.Module], variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
-    """Build ``variant`` through timm's builder (attaches ``pretrained_cfg``); no weights are available."""
-    if pretrained:
+    """Build ``variant`` through timm's builder (attaches ``pretrained_cfg``). No published weights exist: pretrained
+    only loads weights the caller names (an exported ticket's folder or Hub repository)."""
+    if pretrained and not _given_weights(kwargs):
         raise ValueError(f"No pretrained weights exist for '{variant}'; use pretrained=False.")
-    return build_model_with_cfg(cls, variant, pretrained=False, **kwargs)
+    return build_model_with_cfg(cls, variant, pretrained=pretrained, **kwargs)
 
 
 @register_model

@@ -14,9 +14,14 @@ statistics per example; the PrAC set at the end: CET, and with ``--prac-dense`` 
 ``--ticket-mask`` (pruned weights exactly zero), ``--save-rewind`` (the weights at a rewind point, in the layout of
 ``prac``'s ltr strategy). Without them every call returns its input: the script trains exactly as before.
 
-Mistakes stop the script before anything is written, as one ``prac: error: ...`` line with exit status 2. The
-state a resumed run needs (forgetting counts, the mask, whether the rewind point was saved) is kept beside timm's
-checkpoints in ``prac_state.safetensors`` at every epoch end and restored by ``--resume``.
+Mistakes stop the script before anything is written (`plan` runs before timm writes ``args.yaml``), as one
+``prac: error: ...`` line with exit status 2. The state a resumed run needs (forgetting counts, the mask, whether
+the rewind point was saved, where the round began) is kept beside timm's checkpoints in ``prac_state.safetensors``
+at every epoch end and restored by ``--resume``. The hook logs one line through Python's logging (timm's log) when
+it starts and one each time it saves a rewind point or a PrAC set.
+
+Importing this module loads only torch, timm (already loaded by the script) and safetensors: Hugging Face
+``datasets`` only when a PrAC flag reads an ``hfds/`` split, no torch-pruning, no Accelerate.
 """
 
 from __future__ import annotations
@@ -24,15 +29,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from timm.data import Mixup
+from timm.data import AugMixDataset, Mixup  # loaded by `import timm` itself
 from torch import nn
 
+from prac_plugin.compat.timm_private import resume_epoch
 from prac_plugin.errors import PracError
 from prac_plugin.integrations.timm_data import (
     MIXED_EXTRA,
@@ -59,6 +66,7 @@ STATE_FILE = "prac_state.safetensors"  # what --resume restores: forgetting coun
 STATE_FORMAT = "1"
 _NOT_WRAPPED = "--prac-index/--prac-select need the training data wrapped: call prac.wrap(dataset_train, ...) before create_loader"
 _TRACKER_STATE = ("last_correct", "ever_correct", "forgetting", "presentations")
+_log = logging.getLogger("prac_plugin.timm")  # timm's script sends the root logger to its console
 
 
 def add_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -67,13 +75,14 @@ def add_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("PrAC and lottery tickets (prac_plugin)")
     group.add_argument("--prac-index", metavar="PATH", help="train only on the rows of this PrAC index file (local or hf://)")
     group.add_argument("--prac-select", action="store_true", help="record forgetting per example; write the PrAC set at the end")
-    group.add_argument("--prac-forgetting-threshold", type=int, default=0, metavar="N",
-                       help="E_F: an example forgotten more than N times (or never learned) is critical (default 0)")
+    group.add_argument("--prac-forgetting-threshold", type=int, default=None, metavar="N",
+                       help="with --prac-select: E_F, an example forgotten more than N times (or never learned) is critical (default 0)")
     group.add_argument("--prac-dense", metavar="PATH", help="with --prac-select: the dense round's weights.safetensors; the set "
                        "becomes CET and the examples whose prediction pruning changed (CEP), as prac selects it")
     group.add_argument("--ticket-mask", metavar="PATH", help="mask.safetensors: pruned weights stay exactly zero")
     group.add_argument("--save-rewind", metavar="POINT", help="save the weights at POINT (0it, 500it, 2ep, 1ep50it) for rewinding")
-    group.add_argument("--prac-output", metavar="DIR", help="folder for prac's files (default: the script's output folder)")
+    group.add_argument("--prac-output", metavar="DIR", help="folder for prac's files (default: the script's output folder); "
+                       "needs a flag that writes some (--prac-select, --save-rewind, --ticket-mask, --prac-index)")
     install_error_exit()
     return group
 
@@ -127,14 +136,21 @@ class TimmHook:
     then per step `observe` and `step` and per epoch `end_epoch` (v1.0.22; the wrapped task does it itself),
     and `finish`. Create it with `from_args` once the model is on its device, before EMA, compile and DDP."""
 
-    def __init__(self, model: nn.Module, *, index: str | None = None, select: bool = False, threshold: int = 0,
+    def __init__(self, model: nn.Module, *, index: str | None = None, select: bool = False, threshold: int | None = None,
                  mask: str | None = None, rewind: str | None = None, output: str | None = None, dense: str | None = None,
                  resume: str | None = None, model_name: str = "", dataset_name: str = "", split: str = "train",
                  args: argparse.Namespace | None = None):
-        if threshold < 0:
+        # flags that would do nothing are refused, not ignored
+        if threshold is not None and not select:
+            raise PracError(f"--prac-forgetting-threshold {threshold} sets E_F for the PrAC set: it needs --prac-select")
+        if threshold is not None and threshold < 0:
             raise PracError(f"--prac-forgetting-threshold {threshold} must be 0 or more")
         if dense and not select:
             raise PracError("--prac-dense gives CEP for the PrAC set: it needs --prac-select")
+        if output and not (index or select or mask or rewind is not None):
+            raise PracError(f"--prac-output {output!r}: no flag writes files there; it needs --prac-select, --save-rewind, "
+                            "--ticket-mask or --prac-index")
+        threshold = 0 if threshold is None else threshold
         self.model = _unwrap(model)
         self.args = args
         self.index_path, self.select, self.threshold = index, select, threshold
@@ -146,6 +162,7 @@ class TimmHook:
         self.dataset_name, self.split = dataset_name, split
         self.carries_ids = bool(index) or select
         self.mask: TicketMask | None = None
+        self.mask_path = mask or ""  # the effective mask's file (a resumed run's own, without --ticket-mask)
         self.enforcer: MaskEnforcer | None = None
         self._handles: list = []
         if mask:
@@ -158,12 +175,17 @@ class TimmHook:
         self.identity: dict[str, str] | None = None
         self.tracker: ForgettingTracker | None = None
         self.dataset = None  # the training split as the script built it, for CEP's un-augmented predictions
+        self.rows: torch.Tensor | None = None  # the rows this round trains on (None: all)
+        self.num_rows: int | None = None  # the split's rows (known once `wrap` saw the dataset)
+        self.aug_splits = 1  # timm's AugMixDataset: each batch holds every example once per split, clean split first
         self.mixed_width: int | None = None
         self.updates = self.total_steps = self.updates_per_epoch = self._since_fold = 0
         self.rewind_step: int | None = None
         self.rewind_saved = ""  # where the rewind point went (a resumed run may have saved it before)
-        self.epochs_recorded = 0
+        self.epochs_recorded = 0  # timm's absolute epoch counter after the last fold
+        self.round_start = (0, 0)  # (epoch, update) this round began at: a --start-epoch round's, kept across --resume
         self.auto_epochs = False  # a wrapped task folds each epoch itself
+        self._resume_state: tuple | None = None  # (start_epoch, path, tensors, meta), checked by `plan`
         self._started = False
 
     @classmethod
@@ -175,7 +197,7 @@ class TimmHook:
             raise PracError("--naflex-loader batches patches without sample ids: --prac-index/--prac-select need the standard loader")
         if (ids or args.ticket_mask) and getattr(args, "torchscript", False):
             raise PracError("--torchscript is not supported with --prac-index/--prac-select/--ticket-mask; use --torchcompile")
-        return cls(model, index=args.prac_index, select=args.prac_select, threshold=args.prac_forgetting_threshold,
+        return cls(model, index=args.prac_index, select=args.prac_select, threshold=getattr(args, "prac_forgetting_threshold", None),
                    mask=args.ticket_mask, rewind=args.save_rewind, output=args.prac_output, dense=getattr(args, "prac_dense", None),
                    resume=getattr(args, "resume", None), model_name=getattr(args, "model", ""), dataset_name=getattr(args, "dataset", ""),
                    split=getattr(args, "train_split", "train"), args=args)
@@ -206,11 +228,17 @@ class TimmHook:
 
     def wrap(self, dataset: Any, collate_fn: Any = None, mixup_fn: Any = None) -> tuple[Any, Any, Any]:
         """(dataset, collate_fn, mixup_fn) whose targets carry sample ids, the dataset restricted to the index
-        file's rows (checked against the dataset: row count, label hash, schema). Unchanged without the flags."""
+        file's rows (checked against the dataset: row count, label hash, schema). Unchanged without the flags.
+        timm's ``AugMixDataset`` (``--aug-splits``) is wrapped as it is: its rows are the dataset it wraps."""
+        try:
+            self.num_rows = len(dataset)
+        except TypeError:
+            self.num_rows = None
         if not self.carries_ids:
             return dataset, collate_fn, mixup_fn
         self.identity, self.labels, self.class_names = dataset_identity(dataset, self.dataset_name, self.split)
         self.dataset = dataset
+        self.aug_splits = dataset.num_splits if isinstance(dataset, AugMixDataset) else 1
         rows = None
         if self.index_path:
             index = PracIndex.load(self.index_path)
@@ -220,6 +248,7 @@ class TimmHook:
                                 "safely; use an index file written by this hook on the same folder")
             index.check_dataset(self.identity, where)
             rows = index.rows
+        self.rows = rows
         mixups = [m for m in (collate_fn, mixup_fn) if isinstance(m, Mixup)]
         self.mixed_width = mixups[0].num_classes + MIXED_EXTRA if mixups else None
         device = next(self.model.parameters()).device
@@ -227,22 +256,36 @@ class TimmHook:
         return SampleIdDataset(dataset, rows), carry_ids(collate_fn), carry_ids(mixup_fn)
 
     def plan(self, loader: Any) -> None:
-        """With the training loader built (before the script writes anything): the updates per epoch and the
-        number of epochs the script will train, and the rewind point checked against them."""
-        if self.rewind is None:
+        """With the training loader built, before the script writes anything (timm's ``args.yaml`` included):
+        every check the run's start needs. The loader yields batches, the rewind point lies inside the scheduled
+        training, and a ``--resume``'d run's state matches the checkpoint, the data and the mask."""
+        if not self.active:
             return
+        if self.carries_ids and self.identity is None:
+            raise PracError(_NOT_WRAPPED)
         accumulate = max(1, int(getattr(self.args, "grad_accum_steps", 1) or 1))
         updates_per_epoch = (len(loader) + accumulate - 1) // accumulate
+        if updates_per_epoch < 1:
+            raise PracError(f"the training loader yields no batch ({self.num_rows} rows, batch size "
+                            f"{getattr(self.args, 'batch_size', '?')}; timm drops a last partial batch)")
+        self._check_device()
+        start_epoch = getattr(self.args, "start_epoch", None)  # timm's rule: --start-epoch, else the checkpoint's
+        if start_epoch is None and self.resume:
+            start_epoch = resume_epoch(self.resume)  # None: unreadable, timm says why; `start` checks then
+        if self.resume and start_epoch is not None:
+            self._read_resume_state(start_epoch)
+        if self.rewind is None:
+            return
         num_epochs = scheduled_epochs(self.args, updates_per_epoch) if self.args is not None else None
         if num_epochs is None:
             return  # not timm's flags: `start` checks with the script's own numbers
-        start_epoch = getattr(self.args, "start_epoch", None) or 0
-        self._check_rewind(num_epochs, updates_per_epoch, start_epoch, resuming=bool(self.resume))
+        rewind_saved = bool(self._resume_state and self._resume_state[3].get("rewind_saved"))
+        self._check_rewind(num_epochs, updates_per_epoch, start_epoch or 0, resuming=rewind_saved)
 
     def wrap_task(self, task: nn.Module, loader: Any = None) -> nn.Module:
         """The script's training task, reporting each batch's predictions and each optimizer update to this hook
         (`prac_plugin.integrations.timm_task.PracTask`); the task itself when no flag asks for anything. With the
-        training loader, checks the run's schedule first (`plan`)."""
+        training loader, checks the run's start first (`plan`)."""
         if loader is not None:
             self.plan(loader)
         if not self.active:
@@ -251,6 +294,10 @@ class TimmHook:
 
         self.auto_epochs = True
         return PracTask(task, self)
+
+    def _check_device(self) -> None:
+        if self.enforcer is not None and any(f.device != p.device for f, p in zip(self.enforcer.factors, self.enforcer.params)):
+            raise PracError("the model moved to another device after prac_plugin.timm.hook(args, model): create the hook after model.to(device)")
 
     def _check_rewind(self, num_epochs: int, updates_per_epoch: int, start_epoch: int, resuming: bool) -> int:
         """The rewind point's step, which must lie inside training and (unless a resumed run saved it) after its start."""
@@ -262,8 +309,9 @@ class TimmHook:
 
     def start(self, optimizer: torch.optim.Optimizer, num_epochs: int, updates_per_epoch: int,
               output_dir: str | None = None, start_epoch: int = 0) -> None:
-        """Check the run before its first step; restore a resumed run's state (`STATE_FILE`); hook the optimizer
-        so pruned weights are zeroed after every step; save a ``0it`` rewind point."""
+        """Check the run before its first step (what `plan` did not); restore a resumed run's state
+        (`STATE_FILE`); hook the optimizer so pruned weights are zeroed after every step; save a ``0it`` rewind
+        point; record the effective ``--ticket-mask`` in timm's ``args.yaml``; log what the hook does."""
         if self.carries_ids and self.identity is None:
             raise PracError(_NOT_WRAPPED)
         self.output = self.explicit_output or (Path(output_dir) if output_dir else None)
@@ -271,18 +319,66 @@ class TimmHook:
             raise PracError("--prac-select and --save-rewind write files: give --prac-output DIR (or output_dir to prac.start)")
         if updates_per_epoch < 1:
             raise PracError(f"updates_per_epoch = {updates_per_epoch}: the training loader yields no batch")
-        if self.enforcer is not None and any(f.device != p.device for f, p in zip(self.enforcer.factors, self.enforcer.params)):
-            raise PracError("the model moved to another device after prac_plugin.timm.hook(args, model): create the hook after model.to(device)")
+        self._check_device()
         self.updates_per_epoch, self.total_steps = updates_per_epoch, num_epochs * updates_per_epoch
         self.updates = start_epoch * updates_per_epoch
-        if self.resume and self.active:
-            self._restore(start_epoch)
+        self.round_start = (start_epoch, self.updates)
+        self.epochs_recorded = start_epoch
+        resumed = self.resume and self.active and self._restore(start_epoch)
         if self.rewind is not None:
             self.rewind_step = self._check_rewind(num_epochs, updates_per_epoch, start_epoch, resuming=bool(self.rewind_saved))
         if self.enforcer is not None:
             self._handles.append(optimizer.register_step_post_hook(lambda *_: self.enforcer.apply()))
         self._started = True
+        if self.active and _rank() == 0:
+            self._record_effective_mask(output_dir)
+            _log.info(self._start_line(num_epochs, start_epoch, bool(resumed)))
         self._capture_rewind()
+
+    def _start_line(self, num_epochs: int, start_epoch: int, resumed: bool) -> str:
+        """One line for timm's log: what this round trains on, with what mask, what it saves and tracks."""
+        if self.rows is not None:
+            data = f"training on {len(self.rows)} of {self.num_rows} rows (--prac-index {self.index_path})"
+        elif self.num_rows is not None:
+            data = f"training on all {self.num_rows} rows"
+        else:
+            data = "training on the script's data"
+        if self.aug_splits > 1:
+            data += f", {self.aug_splits} aug splits (the clean split's predictions are tracked)"
+        mask = (f"mask density {self.mask.density:.4f} ({self.mask_path or 'from the resumed state'})" if self.mask is not None
+                else "no mask")
+        rewind = (f"rewind point {self.rewind} = step {self.rewind_step}" + (" (already saved)" if self.rewind_saved else "")
+                  if self.rewind is not None else "no rewind point")
+        if self.select:
+            cep = f" ∪ CEP against {self.dense_path}" if self.dense_path else ""
+            tracked = f"tracking forgetting per example for the PrAC set (CET{cep}, E_F {self.threshold})"
+        elif self.carries_ids:
+            tracked = "tracking nothing (no --prac-select)"
+        else:
+            tracked = "tracking nothing"
+        epochs = f"epochs {start_epoch}-{num_epochs - 1} of {num_epochs}" + (", resumed" if resumed else "")
+        return f"prac: {data}; {mask}; {rewind}; {tracked}; {epochs}"
+
+    def _record_effective_mask(self, output_dir: str | None) -> None:
+        """timm wrote ``args.yaml`` from the command line; a resumed run without ``--ticket-mask`` still trains with
+        its own mask, so the file names it (only that key changes)."""
+        if self.mask is None or self.args is None or getattr(self.args, "ticket_mask", None) or not output_dir:
+            return
+        self.args.ticket_mask = self.mask_path
+        path = Path(output_dir) / "args.yaml"
+        if not path.is_file():
+            return
+        import yaml
+
+        try:
+            values = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            return
+        if isinstance(values, dict) and values.get("ticket_mask") is None and "ticket_mask" in values:
+            values["ticket_mask"] = self.mask_path
+            from prac_plugin.io import atomic_write_text
+
+            atomic_write_text(path, yaml.safe_dump(values, default_flow_style=False))
 
     # -- per step -----------------------------------------------------------------------------------
     def split_ids(self, target: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
@@ -294,10 +390,15 @@ class TimmHook:
         return unpack(target, self.mixed_width)
 
     def record(self, output: Any, labels: Optional[torch.Tensor], rows: Optional[torch.Tensor]) -> None:
-        """Each example's correctness in the training forward pass (against its hard label). No host sync."""
+        """Each example's correctness in the training forward pass (against its hard label). No host sync.
+        With ``--aug-splits`` the batch holds each example once per split (timm's order: the clean split first);
+        the clean split's prediction is the one recorded, so an example is presented once per epoch."""
         if labels is None or self.tracker is None:
             return
         logits = output[0] if isinstance(output, (tuple, list)) else output
+        if self.aug_splits > 1:
+            clean = labels.shape[0] // self.aug_splits
+            logits, labels, rows = logits[:clean], labels[:clean], rows[:clean]
         self.tracker.update(logits.detach(), labels, rows)
 
     def observe(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -362,19 +463,20 @@ class TimmHook:
             tensors["empty"] = torch.zeros(0)
         meta = {"format_version": STATE_FORMAT, "epochs": str(self.epochs_recorded), "updates": str(self.updates),
                 "rewind_saved": self.rewind_saved, "dataset": json.dumps(self.identity, sort_keys=True) if self.identity else "",
-                "prac_index": self.index_path or ""}
+                "prac_index": self.index_path or "", "ticket_mask": self.mask_path,
+                "round_start_epoch": str(self.round_start[0]), "round_start_step": str(self.round_start[1])}
         self.output.mkdir(parents=True, exist_ok=True)
         atomic_save_safetensors(tensors, self.output / STATE_FILE, meta)
 
-    def _restore(self, start_epoch: int) -> None:
-        """Continue the statistics, mask and rewind bookkeeping of the run ``--resume`` continues."""
+    def _read_resume_state(self, start_epoch: int) -> Optional[tuple]:
+        """The state of the run ``--resume`` continues, checked against the checkpoint's epoch, the training data
+        and the mask, without changing anything (`plan` calls it before the script writes a file); None without one."""
+        if self._resume_state is not None and self._resume_state[0] == start_epoch:
+            return self._resume_state
         candidates = [p for p in (self.explicit_output, Path(self.resume).parent) if p is not None]
         path = next((p / STATE_FILE for p in candidates if (p / STATE_FILE).is_file()), None)
         if path is None:
-            if self.tracker is not None and _rank() == 0:
-                print(f"prac: note: no {STATE_FILE} in {' or '.join(map(str, candidates))}: forgetting statistics start at "
-                      f"epoch {start_epoch} (the set's metadata records the epochs it saw)", file=sys.stderr, flush=True)
-            return
+            return None
         tensors, meta = load_safetensors_and_metadata(path, what="prac state")
         if meta.get("format_version") != STATE_FORMAT:
             raise PracError(f"{str(path)!r} has state format {meta.get('format_version')!r}; this prac_plugin reads {STATE_FORMAT}")
@@ -385,7 +487,6 @@ class TimmHook:
         if self.tracker is not None and any(k.startswith("tracker.") for k in tensors):
             if meta.get("dataset") != json.dumps(self.identity, sort_keys=True) or meta.get("prac_index", "") != (self.index_path or ""):
                 raise PracError(f"{str(path)!r} was recorded on other training data (dataset or --prac-index differ); resume with the same flags")
-            self.tracker.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("tracker.")})
         stored = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("mask.")}
         if stored:
             trained = TicketMask(stored)
@@ -394,12 +495,33 @@ class TimmHook:
                     trained.check_model(self.model)
                 except PracError as exc:
                     raise PracError(f"the mask in {str(path)!r}: {exc}") from None
-                self._enforce(trained)
             elif not self.mask.equal(trained):
                 raise PracError(f"--ticket-mask differs from the mask the resumed run trained with ({str(path)!r}); resume with the same mask")
+        self._resume_state = (start_epoch, path, tensors, meta)
+        return self._resume_state
+
+    def _restore(self, start_epoch: int) -> bool:
+        """Continue the statistics, mask and rewind bookkeeping of the run ``--resume`` continues (True if there was one)."""
+        state = self._read_resume_state(start_epoch)
+        if state is None:
+            if self.tracker is not None and _rank() == 0:
+                candidates = [p for p in (self.explicit_output, Path(self.resume).parent) if p is not None]
+                print(f"prac: note: no {STATE_FILE} in {' or '.join(map(str, candidates))}: forgetting statistics start at "
+                      f"epoch {start_epoch} (the set's metadata records the epochs it saw)", file=sys.stderr, flush=True)
+            return False
+        _, path, tensors, meta = state
+        if self.tracker is not None and any(k.startswith("tracker.") for k in tensors):
+            self.tracker.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("tracker.")})
+        stored = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("mask.")}
+        if stored:
+            if self.mask is None:
+                self._enforce(TicketMask(stored))
+                self.mask_path = meta.get("ticket_mask") or str(path)
             self.enforcer.apply()
-        self.epochs_recorded = epochs
+        self.epochs_recorded = int(meta["epochs"])
+        self.round_start = (int(meta.get("round_start_epoch", "0")), int(meta.get("round_start_step", "0")))
         self.rewind_saved = meta.get("rewind_saved", "")
+        return True
 
     # -- files ----------------------------------------------------------------------------------------
     def _capture_rewind(self) -> None:
@@ -408,6 +530,8 @@ class TimmHook:
         if _rank() == 0:
             info = {"point": str(self.rewind), "step": self.updates, "total_steps": self.total_steps, "steps_per_epoch": self.updates_per_epoch}
             RunDirectory(self.output).save_state("rewind", state_to_cpu(self.model), info)
+            _log.info(f"prac: saved the rewind point {self.rewind} (step {self.updates} of {self.total_steps}) to "
+                      f"{self.output / 'rewind.safetensors'}")
         self.rewind_saved = str(self.output / "rewind.safetensors") if self.output else "saved by rank 0"
 
     @torch.no_grad()
@@ -424,14 +548,26 @@ class TimmHook:
         dense_pred, current = eval_predictions([dense, self.model], self.dataset, config, batch, workers)
         return prune_disagreement(dense_pred, current).cpu()
 
+    def unshown_rows(self) -> torch.Tensor:
+        """Rows of this round's data the loader never presented (timm drops the last partial batch of every
+        epoch, and with a fixed order or one epoch the same rows each time), as a mask over the split."""
+        presented = self.tracker.presentations.cpu() > 0
+        trained = torch.zeros_like(presented)
+        trained[self.rows if self.rows is not None else slice(None)] = True
+        return trained & ~presented
+
     def _write_set(self, cep: Optional[torch.Tensor]) -> None:
+        """The PrAC set. A row of this round's data that was never presented has never been learned, so it is
+        critical (in the set), as the forgetting reference treats an example it has no evidence is easy: only
+        examples learned and never forgotten are left out."""
         tracker = self.tracker
         stats = {"labels": self.labels, "forgetting": tracker.forgetting, "presentations": tracker.presentations,
                  "ever_correct": tracker.ever_correct, "last_correct": tracker.last_correct}
         if cep is not None:
             stats["prune_disagreement"] = cep
         atomic_save_safetensors(stats, self.output / STATISTICS_FILE, self.identity)
-        cet = tracker.critical(self.threshold).cpu()
+        unshown = self.unshown_rows()
+        cet = tracker.critical(self.threshold).cpu() | unshown
         criteria = "cet" if cep is None else "both"
         cep = torch.zeros_like(cet) if cep is None else cep
         positions = critical_set(cet, cep, criteria).nonzero().squeeze(1)
@@ -439,13 +575,18 @@ class TimmHook:
             raise PracError(f"the PrAC set is empty: no example was forgotten more than {self.threshold} times or never learned"
                             f"{'' if criteria == 'cet' else ' nor changed by pruning'}; per-row statistics are in "
                             f"{str(self.output / STATISTICS_FILE)!r}")
+        start_epoch, start_step = self.round_start  # what this round trained, not timm's absolute counters
         metadata = set_metadata(
             self.identity, self.model_name, self.model, criteria, self.threshold, self.class_names, "prac_plugin timm integration",
-            val_fraction=0.0, optimizer_steps=self.updates, trained_rows=int((tracker.presentations > 0).sum()),
-            source_index=self.index_path or "", epochs_recorded=self.epochs_recorded, dense_weights=self.dense_path or "",
+            val_fraction=0.0, optimizer_steps=self.updates - start_step, trained_rows=int((tracker.presentations > 0).sum()),
+            source_index=self.index_path or "", epochs_recorded=self.epochs_recorded - start_epoch, dense_weights=self.dense_path or "",
+            start_epoch=start_epoch, unshown_rows=int(unshown.sum()),
         )
         index = set_index(tracker, positions, torch.arange(len(self.labels)), self.labels, cet, cep, metadata)
         index.save(self.output / FINAL_SET)
+        rows = len(self.rows) if self.rows is not None else len(self.labels)
+        _log.info(f"prac: saved the PrAC set ({criteria.replace('both', 'CET ∪ CEP').upper()}): {positions.numel()} of the "
+                  f"{rows} rows trained on ({int(unshown.sum())} never shown, counted as never learned) to {self.output / FINAL_SET}")
 
 
 def hook(args: argparse.Namespace, model: nn.Module) -> TimmHook:

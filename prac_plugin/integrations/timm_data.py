@@ -21,13 +21,9 @@ import hashlib
 import os
 from typing import Any, Sequence
 
-import datasets
 import torch
-from timm.data import AugMixDataset, FastCollateMixup, Mixup, create_transform
-from timm.data.readers.reader_hfds import ReaderHfds
-from timm.data.readers.reader_image_folder import ReaderImageFolder
+from timm.data import AugMixDataset, FastCollateMixup, Mixup, create_transform  # loaded by `import timm` itself
 
-from prac_plugin.engine.data import _labels, features_json
 from prac_plugin.errors import PracError
 from prac_plugin.selection.index_file import signature
 
@@ -40,7 +36,18 @@ def dataset_identity(dataset: Any, name: str, split: str) -> tuple[dict[str, str
 
     ``hfds/`` datasets hash exactly as ``prac`` hashes the same Hugging Face split, so index files move both
     ways. A folder's row order is timm's sorted file list; its hash (``files_sha256``) guards that order.
+    timm's ``AugMixDataset`` (``--aug-splits``) is looked through: its rows are the wrapped dataset's.
+
+    Hugging Face ``datasets`` is imported here, not with the hook: only the PrAC flags need it.
     """
+    import datasets
+    from timm.data.readers.reader_hfds import ReaderHfds
+    from timm.data.readers.reader_image_folder import ReaderImageFolder
+
+    from prac_plugin.engine.data import _labels, features_json
+
+    if isinstance(dataset, AugMixDataset):
+        dataset = dataset.dataset
     reader = getattr(dataset, "reader", None)
     if isinstance(reader, ReaderHfds):
         if getattr(reader, "target_keys", None):

@@ -3,9 +3,12 @@ differs between the dense model and the current sparse one, on the un-augmented 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from ..engine.data import BatchSource
+if TYPE_CHECKING:  # only a type here: importing the selection package loads no datasets
+    from ..engine.data import BatchSource
 
 
 @torch.no_grad()
