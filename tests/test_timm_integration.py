@@ -216,11 +216,11 @@ def test_a_prac_error_reaching_the_top_of_a_script_is_one_line_and_status_2(tmp_
                       "prac_plugin.timm.add_args(argparse.ArgumentParser())\n"
                       "from prac_plugin import PracError\n"
                       "raise PracError('the value X is wrong')\n")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and result.stderr.strip() == "prac: error: the value X is wrong"
     other = tmp_path / "o.py"
     other.write_text("import argparse, prac_plugin.timm\nprac_plugin.timm.add_args(argparse.ArgumentParser())\nraise KeyError('k')\n")
-    result = subprocess.run([sys.executable, str(other)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, str(other)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 1 and "Traceback" in result.stderr  # other errors keep Python's report
 
 
