@@ -82,7 +82,7 @@ def run(script, *args, processes=1, check=True):
     if processes > 1:
         env["PYTHONPATH"] = os.pathsep.join([str(CPU_DDP), env.get("PYTHONPATH", "")])
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", "29547", *command[1:]]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     if check:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
@@ -468,7 +468,7 @@ def test_the_readme_campaign_runs_as_written(data, scripts, tmp_path):
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     script = "set -euo pipefail\n" + "\n".join(local + lines[3:]) + "\n"
-    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     runs = tmp_path / "runs"
     second = TicketMask.load(runs / "mask2.safetensors")
