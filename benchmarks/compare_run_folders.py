@@ -1,5 +1,6 @@
 """Are two run folders the same result? Every safetensors file bit-equal (NaN equal to NaN), every JSON file equal
-except wall-clock times, the package version and the run's own path.
+except wall-clock times, the package version and the run's own path, and the recorded recipes (recipe.yaml, the
+run's own copy, the one in summary.json) equal: equal tensors under different recorded recipes are not the same run.
 
 Used to show that a refactor keeps results bit-identical: run a recipe before and after the change, then
     python benchmarks/compare_run_folders.py runs/before runs/after
@@ -12,16 +13,17 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
 from safetensors.torch import load_file
 
-TIMING = ("wall_time", "train_time", "elapsed", "seconds", "_s")
-IGNORED_FILES = {".prac.lock", "summary.json"}  # summary.json repeats the levels' metrics with their wall times
+TIMING = ("wall_time", "train_time", "elapsed", "seconds")  # in a key; and any key ending in _s (seconds)
+IGNORED_FILES = {".prac.lock"}
 
 
 def without_timing(value):
     if isinstance(value, dict):
         return {k: without_timing(v) for k, v in value.items()
-                if not any(t in k for t in TIMING) and k not in ("run", "package_version")}
+                if not (any(t in k for t in TIMING) or k.endswith("_s")) and k not in ("run", "package_version")}
     if isinstance(value, list):
         return [without_timing(v) for v in value]
     return value
@@ -49,6 +51,8 @@ def compare(a: Path, b: Path) -> list[str]:
             problems.append(f"tensors differ: {rel}")
         elif rel.suffix == ".json" and without_timing(json.loads((a / rel).read_text())) != without_timing(json.loads((b / rel).read_text())):
             problems.append(f"JSON differs: {rel}")
+        elif rel.suffix == ".yaml" and yaml.safe_load((a / rel).read_text()) != yaml.safe_load((b / rel).read_text()):
+            problems.append(f"recipe differs: {rel}")
     return problems
 
 

@@ -32,7 +32,8 @@ import torch
 
 from . import __version__
 from .errors import PracError
-from .io import atomic_save_safetensors, atomic_write_json, load_safetensors
+from .io import atomic_save_safetensors, atomic_write_json, load_safetensors, save_torch
+from .masks import check_mask_entries
 from .rundir import CHECKPOINTS, FORMAT_VERSION, MASK_FILE
 
 _EVERY = re.compile(r"^(\d+)(ep|it)$")
@@ -136,11 +137,11 @@ class LevelCheckpoints:
         name = f"level_{level:02d}-step_{step:08d}"
         partial = self.root / f".partial-{name}"
         partial.mkdir(parents=True, exist_ok=True)
-        torch.save(process_state, partial / f"rank_{acc.process_index}.pt")
+        save_torch(process_state, partial / f"rank_{acc.process_index}.pt")
         if acc.is_main_process:
             atomic_save_safetensors(model_state, partial / "model.safetensors", {"format": "pt"})
             mask_save(partial / MASK_FILE)
-            torch.save({"optimizer": optimizer_state, "scaler": scaler_state}, partial / "optimizer.pt")
+            save_torch({"optimizer": optimizer_state, "scaler": scaler_state}, partial / "optimizer.pt")
         acc.wait_for_everyone()
         if acc.is_main_process:
             meta = {"format_version": FORMAT_VERSION, "package_version": __version__, "level": level, "step": step,
@@ -171,7 +172,7 @@ class LevelCheckpoints:
         model = load_safetensors(path / "model.safetensors", what="checkpoint model")
         shared = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
         process = torch.load(path / f"rank_{self.accelerator.process_index}.pt", map_location="cpu", weights_only=True)
-        load_safetensors(path / MASK_FILE, what="checkpoint mask")
+        check_mask_entries(path / MASK_FILE, load_safetensors(path / MASK_FILE, what="checkpoint mask"), None)  # e.g. not boolean
         return Checkpoint(path, level, step, model, shared["optimizer"], shared["scaler"], process)
 
     def latest(self, level: int) -> Optional[Checkpoint]:

@@ -43,12 +43,16 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .analysis.compare import write_comparison
     from .analysis.runs import completed_run
-    from .report import write_summary
+    from .report import run_summary, summary_table, write_summary
 
     if len(args.run_dirs) == 1 and not args.output:  # one run: its own summary
-        with run_lock(args.run_dirs[0]):
-            _, table = write_summary(completed_run(args.run_dirs[0])[0])
+        with run_lock(args.run_dirs[0], read_only=True) as writable:
+            run = completed_run(args.run_dirs[0])[0]
+            table = write_summary(run, refuse_shorter=True)[1] if writable else summary_table(run_summary(run))
         print(f"## {args.run_dirs[0]}\n\n{table}")
+        if not writable:
+            print(f"prac: note: {args.run_dirs[0]!r} cannot be written: the table is printed, its summary files are left as they are",
+                  file=sys.stderr)
         return 0
     print(write_comparison(args.run_dirs, args.output)[1])
     return 0
@@ -398,20 +402,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# arguments that name a file or folder: an empty one would silently mean the current folder or a default
+PATH_ARGUMENTS = ("recipe", "output", "run_dir", "run_dirs", "file", "a", "b", "weights", "mask", "scores", "local")
+RESUMING_COMMANDS = ("run", "select", "quickstart")
+MAX_MESSAGE = 2000  # characters of one error line; values in messages are cut where they are worded
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    for name in PATH_ARGUMENTS:
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and not value.strip():
+                flag = f"--{name}" if name in ("output", "mask", "local") else {"run_dirs": "RUN_DIR"}.get(name, name.upper())
+                raise PracError(f"{flag} is an empty path {value!r}; give a file or folder name")
+
+
+def _one_line(message: str) -> str:
+    message = message.replace("\n", "\\n")  # one line, whatever a value held
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 200] + " ... " + message[-195:]
+
+
+def _end_progress_bars() -> None:
+    """Close the progress bars an error left open, so that its line starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_paths(args)
         return args.func(args)
     except PracError as exc:
-        print("prac: error: " + str(exc).replace("\n", "\\n"), file=sys.stderr)  # one line, whatever a value held
+        _end_progress_bars()
+        print("prac: error: " + _one_line(str(exc)), file=sys.stderr)
         return 2
     except OSError as exc:  # a read-only, foreign or full output location is the user's to fix, not a bug
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"prac: error: cannot write {exc.filename!r}: {exc.strerror}; choose an output folder you can write to", file=sys.stderr)
+        _end_progress_bars()
+        where = f" {exc.filename!r}" if exc.filename is not None else ""
+        advice = ("free some space or choose an output folder on another disk" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                  else "choose an output folder you can write to")
+        print(f"prac: error: cannot write{where}: {exc.strerror}; {advice}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("prac: interrupted; re-run the same command to continue after the last completed level", file=sys.stderr)
+        _end_progress_bars()
+        if args.command in RESUMING_COMMANDS:
+            print("prac: interrupted; re-run the same command to continue: completed levels are kept and the running level "
+                  "resumes from its newest checkpoint (from its start without one)", file=sys.stderr)
+        else:
+            print("prac: interrupted", file=sys.stderr)
         return 130
 
 

@@ -7,7 +7,7 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-from .errors import PracError
+from .errors import PracError, shown
 
 
 def _type_name(hint: Any) -> str:
@@ -34,19 +34,19 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except PracError:
                 continue
-        raise PracError(f"{where} = {value!r} should be {_type_name(hint)}")
+        raise PracError(f"{where} = {shown(value)} should be {_type_name(hint)}")
     if origin is Literal:
         if value in args:
             return value
-        raise PracError(f"{where} = {value!r} is not allowed; choose one of {', '.join(map(repr, args))}")
+        raise PracError(f"{where} = {shown(value)} is not allowed; choose one of {', '.join(map(repr, args))}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise PracError(f"{where} = {value!r} should be a list")
+            raise PracError(f"{where} = {shown(value)} should be a list")
         item = args[0] if args else Any
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise PracError(f"{where} = {value!r} should be a mapping")
+            raise PracError(f"{where} = {shown(value)} should be a mapping")
         return dict(value)
     if hint is type(None):
         if value is None:
@@ -62,7 +62,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
     elif isinstance(value, hint):
         return value
-    raise PracError(f"{where} = {value!r} should be {_type_name(hint)}")
+    raise PracError(f"{where} = {shown(value)} should be {_type_name(hint)}")
 
 
 def from_dict(cls: type, data: Any, where: str) -> Any:
@@ -70,7 +70,7 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise PracError(f"{where} should be a mapping of keys, got {data!r}")
+        raise PracError(f"{where} should be a mapping of keys, got {shown(data)}")
     hints = typing.get_type_hints(cls)
     fields = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = [k for k in data if k not in fields]

@@ -1,12 +1,15 @@
 """Atomic file writes (temporary file, then rename) and safe loading of tensor files.
 
-A crash or kill never leaves a half-written artifact under its final name.
+A crash or kill never leaves a half-written artifact under its final name. A write that fails for want of space
+(or permission) is an `OSError` naming the file, whichever library wrote it, so the CLI can say so in one line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,17 +31,58 @@ def _read_umask() -> int:
 _FILE_MODE = 0o666 & ~_read_umask()
 
 
+def not_a_file(path: str | Path) -> str:
+    """Why ``path`` cannot be read as a file ("does not exist", "is a directory", ...); '' for a regular file."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "is a symbolic link to a missing file" if path.is_symlink() else "does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    kind = "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a socket"
+    return f"is {kind}, not a regular file"
+
+
+def make_folder(folder: str | Path) -> None:
+    """``mkdir -p``; a path in the way (a dangling symbolic link, a file) is a `PracError` naming it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        for part in [folder, *folder.parents]:
+            where = f"folder {str(folder)!r}" + (f": {str(part)!r}" if part != folder else "")
+            if part.is_symlink() and not part.exists():
+                raise PracError(f"{where} is a symbolic link to {os.readlink(part)!r}, which does not exist; create its "
+                                "target or choose another folder") from None
+            if part.exists() and not part.is_dir():
+                raise PracError(f"{where} exists and is not a folder; choose another folder") from None
+        raise
+
+
+def _name_the_file(exc: OSError, path: Path, temporary: str | None = None) -> OSError:
+    if exc.filename is None or exc.filename == temporary:  # write() and close() know no name; say the target's
+        exc.filename = str(path)
+    return exc
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it is renamed onto ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, _FILE_MODE)  # mkstemp's 0600 would make shared run folders unreadable to others
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _name_the_file(exc, path, tmp)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -56,14 +100,60 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        try:
+            save_file(contiguous, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        except SafetensorError as exc:  # the Rust writer reports a full disk only in its message: "(os error 28)"
+            code = re.search(r"os error (\d+)", str(exc))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+
+
+class _RecordingWriter:
+    """A file torch.save writes through, keeping the OSError a write raised: torch reports it only as an
+    ``inline_container`` RuntimeError ("unexpected pos"), which says nothing of a full disk."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def save_torch(obj: Any, path: str | Path) -> None:
+    """``torch.save`` into ``path``; a failed write is the `OSError` behind it, naming the file."""
+    path = Path(path)
+    try:
+        with open(path, "wb") as handle:
+            writer = _RecordingWriter(handle)
+            try:
+                torch.save(obj, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
+    except OSError as exc:
+        raise _name_the_file(exc, path)
+
+
+def atomic_save_torch(obj: Any, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        save_torch(obj, tmp)
 
 
 def load_safetensors(path: str | Path, what: str = "tensor file") -> dict[str, torch.Tensor]:
     """Load a safetensors file; a missing, truncated or corrupt file is a `PracError` naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise PracError(f"{what} {str(path)!r} does not exist")
+    problem = not_a_file(path)
+    if problem:
+        raise PracError(f"{what} {str(path)!r} {problem}")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -13,14 +13,16 @@ from typing import Optional, Sequence
 import torch
 
 from .errors import PracError
+from .io import not_a_file
 from .masks import TicketMask
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a timm/torch checkpoint (``state_dict`` key, EMA not preferred)."""
     path = Path(path)
-    if not path.is_file():
-        raise PracError(f"weights file {str(path)!r} does not exist")
+    problem = not_a_file(path)
+    if problem:
+        raise PracError(f"weights file {str(path)!r} {problem}")
     from timm.models import load_state_dict
 
     try:

@@ -14,7 +14,8 @@ import yaml
 
 from .checkpoint import CheckpointPolicy
 from .config_schema import from_dict, to_dict
-from .errors import PracError
+from .errors import PracError, shown
+from .io import not_a_file
 from .strategies import registry
 
 
@@ -174,11 +175,11 @@ SECTIONS = ("model", "data", "train", "ticket", "data_selection", "run")
 
 def _strategy_section(raw: Any, section: str, default: str, kind: str) -> Any:
     if raw is not None and not isinstance(raw, dict):
-        raise PracError(f"{section} should be a mapping of keys, got {raw!r}")
+        raise PracError(f"{section} should be a mapping of keys, got {shown(raw)}")
     raw = dict(raw or {})
     name = raw.pop("strategy", default)
     if not isinstance(name, str):
-        raise PracError(f"{section}.strategy = {name!r} should be a strategy name")
+        raise PracError(f"{section}.strategy = {shown(name)} should be a strategy name")
     strategy_cls = registry.get(kind, name)
     options = from_dict(strategy_cls.Options, raw, section)
     options.strategy = name
@@ -237,21 +238,21 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         raise PracError(f"a recipe must be a mapping with sections {', '.join(SECTIONS)}; got {type(raw).__name__}")
     for item in overrides:
         if "=" not in item:
-            raise PracError(f"override {item!r} should look like section.key=value")
+            raise PracError(f"override {shown(item)} should look like section.key=value")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
         if len(parts) < 2 or not all(parts):
-            raise PracError(f"override key {key!r} should name a section and a key, e.g. train.epochs")
+            raise PracError(f"override key {shown(key)} should name a section and a key, e.g. train.epochs")
         node = raw
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise PracError(f"override {key!r}: {part!r} is not a section")
+                raise PracError(f"override {shown(key)}: {part!r} is not a section")
             node = child
         try:
-            value = _bounded_yaml(text, f"override {item!r}")
+            value = _bounded_yaml(text, f"override {shown(item)}")
         except (yaml.YAMLError, *_TAG_ERRORS) as exc:
-            raise PracError(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+            raise PracError(f"override {shown(item)}: value is not valid YAML ({exc.__class__.__name__})") from None
         node[parts[-1]] = value
     return raw
 
@@ -305,25 +306,28 @@ def _bounded_yaml(text: str, what: str) -> Any:
     return value
 
 
-def load_recipe_dict(path: str | Path) -> dict:
-    """A recipe file's mapping: UTF-8 YAML of bounded size, whose aliases do not expand beyond `MAX_RECIPE_NODES`."""
+def load_recipe_dict(path: str | Path, what: str = "recipe") -> dict:
+    """A recipe file's mapping: UTF-8 YAML of bounded size, whose aliases do not expand beyond `MAX_RECIPE_NODES`.
+    ``what`` names the file in errors (a run folder's recipe.yaml is worded as damaged, not as a user's mistake)."""
     path = Path(path)
-    if not path.is_file():
-        raise PracError(f"recipe {str(path)!r} does not exist")
+    where = f"{what} {str(path)!r}"
+    problem = not_a_file(path)
+    if problem:
+        raise PracError(f"{where} {problem}")
     if path.stat().st_size > MAX_RECIPE_BYTES:
-        raise PracError(f"recipe {str(path)!r} is {path.stat().st_size:,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,}")
+        raise PracError(f"{where} is {path.stat().st_size:,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,}")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PracError(f"recipe {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
+        raise PracError(f"{where} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
     try:
-        raw = _bounded_yaml(text, f"recipe {str(path)!r}")
+        raw = _bounded_yaml(text, where)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise PracError(f"recipe {str(path)!r} is not valid YAML{where}") from None
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise PracError(f"{where} is not valid YAML{at}") from None
     except _TAG_ERRORS as exc:
-        raise PracError(f"recipe {str(path)!r} is not valid YAML: a value yaml cannot read, e.g. one its !!tag does not fit ({exc.__class__.__name__})") from None
+        raise PracError(f"{where} is not valid YAML: a value yaml cannot read, e.g. one its !!tag does not fit ({exc.__class__.__name__})") from None
     return raw if raw is not None else {}
 
 

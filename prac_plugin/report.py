@@ -7,7 +7,8 @@ import io
 from typing import Optional
 
 from .io import atomic_path, atomic_write_json, atomic_write_text
-from .rundir import FORMAT_VERSION, RunDirectory
+from .errors import PracError
+from .rundir import FORMAT_VERSION, RunDirectory, read_json
 
 COLUMNS = [
     ("level", "level", "{}"),
@@ -120,13 +121,42 @@ def run_summary(run: RunDirectory) -> dict:
     return {"format_version": FORMAT_VERSION, "recipe": run.recipe(), "levels": metrics, "totals": totals}
 
 
-def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
-    """Rebuild summary.{json,csv,md} and curve.png from the level metrics; return rows and the table."""
+def _extra_columns(metrics: list[dict]) -> list[tuple[str, str, str]]:
+    extra = PRAC_COLUMNS if any(m.get("cet_count") is not None for m in metrics) else []
+    return extra + (STRUCTURED_COLUMNS if any(m.get("macs") is not None for m in metrics) else [])
+
+
+def summary_table(summary: dict) -> str:
+    """The printed form of a `run_summary`: the per-level table, the totals and the layers at a floor."""
+    metrics = summary["levels"]
+    table = markdown_table([level_row(m) for m in metrics], _extra_columns(metrics))
+    return table + "\n" + totals_line(summary["totals"]) + "\n" + (floor_line(metrics[-1]) if metrics else "")
+
+
+def _check_not_shorter(run: RunDirectory, levels: int) -> None:
+    """A summary is never replaced by one with fewer levels: the folder lost a level the old summary had."""
+    path = run.summary_path(".json")
+    if not path.is_file():
+        return
+    try:
+        before = len(read_json(path, "summary")["levels"])
+    except (PracError, KeyError, TypeError):
+        return  # a damaged summary holds nothing to keep: it is rebuilt
+    if before > levels:
+        raise PracError(f"{str(path)!r} lists {before} levels, the run folder now has {levels} complete: "
+                        f"{run.relative(run.metrics_path(levels))} was deleted; restore it (or run the recipe again to "
+                        "recompute the level). The summary was left as it was")
+
+
+def write_summary(run: RunDirectory, refuse_shorter: bool = False) -> tuple[list[dict], str]:
+    """Rebuild summary.{json,csv,md} and curve.png from the level metrics; return rows and the table. With
+    ``refuse_shorter`` (`prac report`; a finished `prac run` has every level) a summary with more levels stays."""
     summary = run_summary(run)
     metrics, recipe, totals = summary["levels"], summary["recipe"], summary["totals"]
+    if refuse_shorter:
+        _check_not_shorter(run, len(metrics))
     rows = [level_row(m) for m in metrics]
-    extra = PRAC_COLUMNS if any(m.get("cet_count") is not None for m in metrics) else []
-    extra += STRUCTURED_COLUMNS if any(m.get("macs") is not None for m in metrics) else []
+    extra = _extra_columns(metrics)
     table = markdown_table(rows, extra)
     atomic_write_json(run.summary_path(".json"), summary)
     buffer = io.StringIO()
@@ -142,7 +172,6 @@ def write_summary(run: RunDirectory) -> tuple[list[dict], str]:
         + (f"\n## Per-layer density at level {metrics[-1]['level']}\n\n{layer_table(metrics[-1]['layers'])}" if metrics and metrics[-1].get("layers") else "")
         + (floor_line(metrics[-1]) if metrics else ""),
     )
-    table += "\n" + totals_line(totals) + "\n" + (floor_line(metrics[-1]) if metrics else "")
     if rows:
         plot_curve(rows, run.curve_path, f"{model_name}: {recipe.get('ticket', {}).get('strategy', '')}")
-    return rows, table
+    return rows, summary_table(summary)

@@ -3,6 +3,7 @@
 Layout::
 
     recipe.yaml             resolved recipe (what makes the run; compared on re-run)
+    .recipe_started.yaml    the same recipe, as the run started: a recipe.yaml edited after results exist is refused
     init.safetensors        weights at initialization
     rewind.safetensors      weights at the rewind point (+ rewind.json: its step)
     rewind_optimizer.pt     optimizer state at the rewind point (when the recipe rewinds it)
@@ -14,7 +15,9 @@ Layout::
     summary.json, summary.csv, summary.md, curve.png
     .prac.lock              held by the process working in the folder (see runlock.py)
 
-A level is complete when its ``metrics.json`` exists; a re-run continues after the last complete level.
+A level is complete when its ``metrics.json`` exists; a re-run continues after the last complete level. Weights or
+a mask without metrics are an incomplete level, which analyses refuse and a re-run computes again. Weights read
+back are checked finite: a run never saves NaN or infinities, so any there are damage.
 Every JSON file the package writes carries ``format_version`` = `FORMAT_VERSION`.
 """
 
@@ -27,14 +30,15 @@ from typing import Any, Optional
 import torch
 import yaml
 
-from .errors import PracError
-from .io import atomic_path, atomic_save_safetensors, atomic_write_json, atomic_write_text, load_safetensors
+from .errors import PracError, shown
+from .io import atomic_save_safetensors, atomic_save_torch, atomic_write_json, atomic_write_text, load_safetensors
 from .runlock import LOCK_NAME  # the run's lock file is not content
 
 RESULT_AFFECTING_SECTIONS = ("model", "data", "train", "ticket", "data_selection")
 FORMAT_VERSION = 1
 
 RECIPE_FILE = "recipe.yaml"
+RECIPE_RECORD = ".recipe_started.yaml"  # recipe.yaml is the user's to read, and to edit by mistake; this keeps what ran
 MASK_FILE = "mask.safetensors"
 WEIGHTS_FILE = "weights.safetensors"
 METRICS_FILE = "metrics.json"
@@ -109,14 +113,27 @@ def prac_round_path(run_path: str | Path, level: int) -> Path:
     return Path(run_path) / PRAC_FOLDER / f"round_{level:02d}{INDEX_SUFFIX}"
 
 
-def _first_difference(a: Any, b: Any, prefix: str = "") -> Optional[str]:
+def first_difference(a: Any, b: Any, prefix: str = "") -> Optional[tuple[str, Any, Any]]:
+    """The first key (dotted) whose values differ between two nested mappings, with both values; None if equal."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in list(a) + [k for k in b if k not in a]:
-            found = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+            found = first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
             if found:
                 return found
         return None
-    return None if a == b else f"{prefix}: {a!r} there, {b!r} here"
+    return None if a == b else (prefix, a, b)
+
+
+def _result_sections(recipe: dict) -> dict:
+    return {k: recipe.get(k) for k in RESULT_AFFECTING_SECTIONS}
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], what: str, path: Path) -> dict[str, torch.Tensor]:
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise PracError(f"{what} {str(path)!r}: {name} holds NaN or infinite values, which a run never saves: the file is "
+                            "damaged; restore it, or run the recipe into a new folder")
+    return tensors
 
 
 class RunDirectory:
@@ -131,15 +148,17 @@ class RunDirectory:
         run._recipe = recipe_dict
         recipe_file = run.path / RECIPE_FILE
         if recipe_file.is_file():
-            existing = yaml.safe_load(recipe_file.read_text()) or {}
-            mine = {k: recipe_dict.get(k) for k in RESULT_AFFECTING_SECTIONS}
-            theirs = {k: existing.get(k) for k in RESULT_AFFECTING_SECTIONS}
-            difference = _first_difference(theirs, mine)
-            if difference and not run.holds_results():
+            existing = run._read_recipe()
+            results = run.holds_results()
+            if results:
+                run._check_record(existing)  # results computed with another recipe than the file now says
+            difference = first_difference(_result_sections(existing), _result_sections(recipe_dict))
+            if difference and not results:
                 run._replace = True  # nothing was computed with the old recipe (e.g. level 0 diverged): take the new one
             elif difference:
+                key, theirs, mine = difference
                 raise PracError(
-                    f"output directory {str(run.path)!r} holds a different run ({difference}); "
+                    f"output directory {str(run.path)!r} holds a different run ({key}: {shown(theirs)} there, {shown(mine)} here); "
                     "choose another --output or remove that directory"
                 )
         elif run.path.exists() and (not run.path.is_dir() or any(p.name != LOCK_NAME for p in run.path.iterdir())):
@@ -152,11 +171,16 @@ class RunDirectory:
         return bool(self.completed_levels()) or (checkpoints.is_dir() and any(checkpoints.iterdir()))
 
     def create(self) -> None:
-        """Write the directory and its recipe (a no-op when reopening a run)."""
+        """Write the directory and its recipe, and the record of it while nothing is computed (a no-op when
+        reopening a run that has results)."""
         recipe_file = self.path / RECIPE_FILE
+        text = yaml.safe_dump(self._recipe, sort_keys=False)
         if not recipe_file.is_file() or self._replace:
             self.path.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(recipe_file, yaml.safe_dump(self._recipe, sort_keys=False))
+            atomic_write_text(recipe_file, text)
+        record = self.path / RECIPE_RECORD
+        if not self.holds_results() and not (record.is_file() and record.read_bytes() == text.encode("utf-8")):
+            atomic_write_text(record, text)  # second: a folder is never a record without its recipe.yaml
 
     @classmethod
     def existing(cls, path: str | Path) -> "RunDirectory":
@@ -167,7 +191,40 @@ class RunDirectory:
         return run
 
     def recipe(self) -> dict:
-        return yaml.safe_load((self.path / RECIPE_FILE).read_text())
+        """The run's recipe.yaml, refused if it no longer says what the run was made with."""
+        recipe = self._read_recipe()
+        self._check_record(recipe)
+        return recipe
+
+    def _read_recipe(self, name: str = RECIPE_FILE) -> dict:
+        from .recipes import load_recipe_dict  # here: recipes imports checkpoint, which imports this module
+
+        path = self.path / name
+        try:
+            recipe = load_recipe_dict(path, what="the run folder's recipe")
+        except PracError as exc:
+            raise PracError(f"{exc}: the file is damaged; {self._restore_advice()}") from None
+        if not isinstance(recipe, dict):
+            raise PracError(f"the run folder's recipe {str(path)!r} holds a {type(recipe).__name__}, not a mapping of sections: "
+                            f"the file is damaged; {self._restore_advice()}")
+        return recipe
+
+    def _restore_advice(self) -> str:
+        kept = f" (the run's own copy is {str(self.path / RECIPE_RECORD)!r})" if (self.path / RECIPE_RECORD).is_file() else ""
+        return f"restore it{kept}, or run into a new folder"
+
+    def _check_record(self, recipe: dict) -> None:
+        """Refuse a recipe.yaml whose result-affecting values differ from those the run started with (folders
+        written before the record existed have none to check against)."""
+        record_path = self.path / RECIPE_RECORD
+        if not record_path.is_file():
+            return
+        difference = first_difference(_result_sections(self._read_recipe(RECIPE_RECORD)), _result_sections(recipe))
+        if difference:
+            key, started, now = difference
+            raise PracError(
+                f"{str(self.path / RECIPE_FILE)!r} was changed after the run started ({key}: {shown(started)} when it started, "
+                f"{shown(now)} in the file): the results there were made with {shown(started)}; {self._restore_advice()}")
 
     # paths ----------------------------------------------------------------------------------------------
     def level_dir(self, level: int) -> Path:
@@ -241,6 +298,15 @@ class RunDirectory:
             )
         return levels
 
+    def incomplete_level(self) -> Optional[int]:
+        """The level after the completed ones if its folder holds a result file but no metrics.json (the run stopped
+        while saving it, or the file was deleted); None when there is none."""
+        level = len(self.completed_levels())
+        folder = self.level_dir(level)
+        if any((folder / name).is_file() for name in (MASK_FILE, WEIGHTS_FILE, STRUCTURE_FILE)):
+            return level
+        return None
+
     def level_metrics(self, level: int) -> dict:
         """A completed level's metrics, checked field by field: a damaged file is one error naming file and field."""
         return check_level_metrics(read_json(self.metrics_path(level), "level metrics"), self.metrics_path(level), level)
@@ -251,7 +317,8 @@ class RunDirectory:
         atomic_write_json(self.metrics_path(level), metrics)  # last: marks the level complete
 
     def level_weights(self, level: int) -> dict[str, torch.Tensor]:
-        return load_safetensors(self.weights_path(level), what=f"level {level} weights")
+        path = self.weights_path(level)
+        return _check_finite(load_safetensors(path, what=f"level {level} weights"), f"level {level} weights", path)
 
     def save_state(self, name: str, weights: dict[str, torch.Tensor], info: Optional[dict] = None) -> None:
         atomic_save_safetensors(weights, self.state_path(name), {"format": "pt"})
@@ -259,7 +326,7 @@ class RunDirectory:
             atomic_write_json(self.path / f"{name}.json", info)
 
     def load_state(self, name: str) -> tuple[dict[str, torch.Tensor], dict]:
-        weights = load_safetensors(self.state_path(name), what=f"{name} weights")
+        weights = _check_finite(load_safetensors(self.state_path(name), what=f"{name} weights"), f"{name} weights", self.state_path(name))
         info_path = self.path / f"{name}.json"
         info = read_json(info_path, f"{name} point") if info_path.is_file() else {}
         if not isinstance(info, dict) or (info and not all(isinstance(info.get(k), int) and not isinstance(info.get(k), bool)
@@ -268,8 +335,7 @@ class RunDirectory:
         return weights, info
 
     def save_rewind_optimizer(self, state: dict) -> None:
-        with atomic_path(self.rewind_optimizer_path) as tmp:
-            torch.save(state, tmp)
+        atomic_save_torch(state, self.rewind_optimizer_path)
 
     def load_rewind_optimizer(self) -> dict:
         try:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator, NoReturn, Optional, Sequence
 
 from .errors import PracError
+from .io import make_folder
 
 try:
     import fcntl
@@ -99,7 +100,7 @@ def _make_folder(folder: Path) -> None:
     """``mkdir -p``, retried while another process removes the empty folders it had created."""
     for attempt in range(50):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_folder(folder)  # a dangling link or a file in the way is one error naming it
             return
         except FileNotFoundError:
             if attempt == 49:
@@ -113,16 +114,21 @@ def _refuse(fd: int, lock_path: Path) -> NoReturn:
                     "or choose another output folder")
 
 
+_CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 @contextmanager
-def run_lock(path: str | Path, argv: Optional[Sequence[str]] = None) -> Iterator[None]:
+def run_lock(path: str | Path, argv: Optional[Sequence[str]] = None, read_only: bool = False) -> Iterator[bool]:
     """Hold the lock of run folder ``path`` (created, parents too, if missing) for the ``with`` body.
 
     A folder held by another live process is a `PracError` naming its pid, host, start time and command. Nested
     locks of one folder in one process are allowed (the outer one holds it). A folder this call created is
-    removed again on exit if nothing but the lock file was written into it (a run that failed validation)."""
+    removed again on exit if nothing but the lock file was written into it (a run that failed validation).
+    With ``read_only``, a folder this process cannot write (a read-only mount, another user's) is not an error:
+    the body runs unlocked and is told so (the ``with`` value is False), to read the run and write nothing."""
     folder = Path(path)
     if fcntl is None or launch_rank() != 0:
-        yield
+        yield True
         return
     if folder.exists() and not folder.is_dir():
         raise PracError(f"run folder {str(folder)!r} exists and is not a folder; choose another output folder")
@@ -132,26 +138,35 @@ def run_lock(path: str | Path, argv: Optional[Sequence[str]] = None) -> Iterator
     if key in _held:  # this process holds it already (a command calling another that locks too)
         _held[key] += 1
         try:
-            yield
+            yield True
         finally:
             _held[key] -= 1
         return
     lock_path = folder / LOCK_NAME
     try:
         fd = _open_locked(lock_path)
+    except OSError as exc:
+        _tidy(folder, created, None)
+        if not (read_only and exc.errno in _CANNOT_WRITE and not created):
+            raise
+        fd = None
     except BaseException:
         _tidy(folder, created, None)
         raise
-    if fd < 0:
-        yield
+    if fd is None or fd < 0:
+        yield fd is not None
         return
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
                 "argv": " ".join(shlex.join(getattr(sys, "orig_argv", sys.argv) if argv is None else argv).split())}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+        except OSError as exc:  # a full disk: say which file, as every other write does
+            exc.filename = exc.filename or str(lock_path)
+            raise
         _held[key] = 1
-        yield
+        yield True
     finally:
         _held.pop(key, None)
         _tidy(folder, created, lock_path)  # while still holding the lock: a waiter re-checks the path's file

@@ -289,7 +289,8 @@ def test_full_data_training_refuses_what_it_cannot_train(runs, tmp_path, capsys)
     assert "--seeds 0 must be at least 1" in error(["retrain", good, "--seeds", "0"])
     cts = tmp_path / "cts"
     shutil.copytree(runs / "ltr_seed0", cts)
-    (cts / "recipe.yaml").write_text((cts / "recipe.yaml").read_text().replace("strategy: ltr", "strategy: cts"))
+    for name in ("recipe.yaml", ".recipe_started.yaml"):  # both: recipe.yaml alone edited is refused as such
+        (cts / name).write_text((cts / name).read_text().replace("strategy: ltr", "strategy: cts"))
     assert "ticket.strategy 'cts'" in error(["retrain", str(cts)])
 
 

@@ -188,7 +188,7 @@ def test_lock_and_run_directory_on_a_new_folder(tmp_path):
     with run_lock(folder):
         run = RunDirectory.open(folder, recipe)
         run.create()
-    assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME, "recipe.yaml"]
+    assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME, ".recipe_started.yaml", "recipe.yaml"]
     existing = tmp_path / "mine"  # the user's own folder stays as it was
     existing.mkdir()
     with run_lock(existing):

@@ -20,6 +20,11 @@ def completed_run(path: str | Path) -> tuple[RunDirectory, list[int]]:
         raise PracError(f"run directory {str(path)!r} has no completed level (no {run.relative(run.metrics_path(0))})")
     for level in levels:
         run.level_metrics(level)  # every field readers use, checked (an older format is named as such)
+    incomplete = run.incomplete_level()
+    if incomplete is not None:
+        raise PracError(f"level {incomplete} of {str(path)!r} is incomplete: {run.relative(run.level_dir(incomplete))} holds "
+                        f"results but no {run.relative(run.metrics_path(incomplete))} (deleted, or the run stopped while saving "
+                        "the level); restore the file, or run the recipe again to complete the level")
     return run, levels
 
 

@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import PracError
-from ..io import atomic_save_safetensors
+from ..io import atomic_save_safetensors, not_a_file
 
 FORMAT = "prac-index"
 FORMAT_VERSION = 2
@@ -352,8 +352,9 @@ def resolve_path(path: str) -> str:
             return HfFileSystem().get_file(path, _cache_path(path)) or _cache_path(path)
         except Exception as exc:  # offline, missing repo or file: one clear line
             raise PracError(f"index file {path!r} could not be fetched from the Hub: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if not Path(path).is_file():
-        raise PracError(f"index file {path!r} does not exist")
+    problem = not_a_file(path)
+    if problem:
+        raise PracError(f"index file {path!r} {problem}")
     return path
 
 

@@ -23,6 +23,7 @@ import torch
 
 from .. import __version__
 from ..errors import PracError
+from ..io import not_a_file
 from .index_file import PracIndex
 
 RULES = ("top", "bottom", "above", "below")
@@ -50,8 +51,9 @@ def _column(rows: list[dict], name: str, path: str, kind: type):
 def read_scores(path: str, score_key: str = "scores", label_key: Optional[str] = "labels", id_key: Optional[str] = None) -> Scores:
     """Scores from ``.npz`` (arrays ``score_key``, ``label_key``, ``id_key``), ``.npy`` or ``.csv``/``.tsv`` (columns)."""
     file = Path(path)
-    if not file.is_file():
-        raise PracError(f"scores file {path!r} does not exist")
+    problem = not_a_file(file)
+    if problem:
+        raise PracError(f"scores file {path!r} {problem}")
     suffix = file.suffix.lower()
     if suffix in (".npz", ".npy"):
         try:

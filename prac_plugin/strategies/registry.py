@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from ..errors import PracError
+from ..errors import PracError, shown
 
 ENTRY_POINT_GROUP = "prac_plugin.strategies"
 KINDS = ("ticket", "data_selection")
@@ -56,4 +56,4 @@ def get(kind: str, name: str) -> type:
         return _registry[kind][name]
     except KeyError:
         label = "ticket" if kind == "ticket" else "data_selection"
-        raise PracError(f"unknown {label}.strategy {name!r}; available: {', '.join(available(kind))}") from None
+        raise PracError(f"unknown {label}.strategy {shown(name)}; available: {', '.join(available(kind))}") from None
