@@ -185,11 +185,16 @@ class CellRunner:
             restored += [str(rewind.relative_to(self.ledger.path)), str(previous.relative_to(self.ledger.path))]
             # the run's resolved recipe with this machine's paths (that the recipe is the same otherwise, the ledger
             # checked: a dependency counts as done only when its fingerprint matches this campaign's recipe)
-            stored = yaml.safe_load((run / "recipe.yaml").read_text())
-            for section, key in MACHINE_PATHS:
-                if key in raw.get(section, {}):
-                    stored.setdefault(section, {})[key] = raw[section][key]
-            (run / "recipe.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+            # (both the recipe and the run's record of it as it started, which a resume compares it with)
+            from prac_plugin.rundir import RECIPE_FILE, RECIPE_RECORD
+
+            for name in (RECIPE_FILE, RECIPE_RECORD):
+                if (run / name).is_file():
+                    stored = yaml.safe_load((run / name).read_text())
+                    for section, key in MACHINE_PATHS:
+                        if key in raw.get(section, {}):
+                            stored.setdefault(section, {})[key] = raw[section][key]
+                    (run / name).write_text(yaml.safe_dump(stored, sort_keys=False))
         elif cell.kind != "level" or cell.level > 0:
             raise RuntimeError(f"{cell.id}: no state of {cell.chain} in the ledger")
         folder.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,7 @@ def quickstart(output: str | Path = "runs/quickstart", levels: int = 20, epochs:
                      "random_acc": random_full[level]["mean"],
                      "random_steps": random_full[level]["finding_steps"] + random_full[level]["training_steps"]})
     log("\n" + quickstart_table(rows))
-    log(f"Both runs, every level (table and plot): {output / 'report'}/report.{{md,png}}")
+    log(f"The three runs, every level (table and plot): {output / 'report'}/report.{{md,png}}")
     return rows
 
 
