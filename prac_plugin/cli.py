@@ -130,7 +130,8 @@ def _cmd_timm_patch(args: argparse.Namespace) -> int:
 def _export_hub(args: argparse.Namespace) -> int:
     import tempfile
 
-    from .hub_export import check_repo_id, export_hub, push
+    from .hub_export import export_hub, push
+    from .selection.publish import check_repo_id
 
     if args.push:
         check_repo_id(args.push)

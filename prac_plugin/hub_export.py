@@ -29,16 +29,6 @@ WEIGHTS = "model.safetensors"
 FILES = ("config.json", WEIGHTS, MASK_FILE, "README.md")
 
 
-def _level(run: RunDirectory, level: Optional[int], where: str) -> int:
-    completed = run.completed_levels()
-    if not completed:
-        raise PracError(f"run directory {where!r} has no completed level yet")
-    level = completed[-1] if level is None else level
-    if level not in completed:
-        raise PracError(f"--level {level} is not a completed level of {where!r} (completed: 0..{completed[-1]})")
-    return level
-
-
 def _shapes_match(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> bool:
     own = model.state_dict()
     return own.keys() == weights.keys() and all(own[k].shape == weights[k].shape for k in own)
@@ -114,7 +104,7 @@ def export_hub(run_path: str | Path, level: Optional[int], output: str | Path, r
 
     where = str(run_path)
     run = RunDirectory.existing(run_path)
-    level = _level(run, level, where)
+    level = run.chosen_level(level, where)
     recipe = run.recipe()
     strategy = (recipe.get("ticket") or {}).get("strategy")
     if strategy == "structured" or run.structure_path(level).is_file():
@@ -170,14 +160,3 @@ def push(folder: Path, repo_id: str, overwrite: bool = False, private: bool = Fa
     api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
                       commit_message="Lottery ticket (prac export --format timm-hub)")
     return f"hf-hub:{repo_id}"
-
-
-def check_repo_id(repo_id: str) -> None:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        raise PracError(f"repository id {repo_id!r} is not valid: {str(exc).splitlines()[0]}") from None
-    if "/" not in repo_id:
-        raise PracError(f"repository id {repo_id!r} should name an owner too: OWNER/NAME")

@@ -298,6 +298,16 @@ class RunDirectory:
             )
         return levels
 
+    def chosen_level(self, level: Optional[int], where: str) -> int:
+        """``level`` if it is complete, the last completed level for None; a `PracError` naming ``where`` otherwise."""
+        completed = self.completed_levels()
+        if not completed:
+            raise PracError(f"run directory {where!r} has no completed level yet")
+        level = completed[-1] if level is None else level
+        if level not in completed:
+            raise PracError(f"--level {level} is not a completed level of {where!r} (completed: 0..{completed[-1]})")
+        return level
+
     def incomplete_level(self) -> Optional[int]:
         """The level after the completed ones if its folder holds a result file but no metrics.json (the run stopped
         while saving it, or the file was deleted); None when there is none."""

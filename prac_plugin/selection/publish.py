@@ -55,8 +55,8 @@ def dataset_card(index: PracIndex, repo_id: str, path_in_repo: str) -> str:
     return "\n".join(lines)
 
 
-def stage(index_path: str, repo_id: str, folder: Path, path_in_repo: Optional[str] = None) -> list[str]:
-    """Write the repository's files (the index file and its card) into ``folder``; returns their paths in the repo."""
+def check_repo_id(repo_id: str) -> None:
+    """A Hub model or dataset id a push can use (OWNER/NAME), or one `PracError` saying what is wrong with it."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
@@ -65,6 +65,11 @@ def stage(index_path: str, repo_id: str, folder: Path, path_in_repo: Optional[st
         raise PracError(f"repository id {repo_id!r} is not valid: {str(exc).splitlines()[0]}") from None
     if "/" not in repo_id:
         raise PracError(f"repository id {repo_id!r} should name an owner too: OWNER/NAME")
+
+
+def stage(index_path: str, repo_id: str, folder: Path, path_in_repo: Optional[str] = None) -> list[str]:
+    """Write the repository's files (the index file and its card) into ``folder``; returns their paths in the repo."""
+    check_repo_id(repo_id)
     index = PracIndex.load(index_path)
     path_in_repo = path_in_repo or Path(index_path).name
     if not path_in_repo.endswith(".prac.safetensors") or path_in_repo.startswith("/") or ".." in Path(path_in_repo).parts:

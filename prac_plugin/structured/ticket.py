@@ -77,12 +77,7 @@ def export_ticket(
     """Write level ``level`` (default: the last completed) of a structured run as a compact ticket; returns the
     folder and the contents of its ``ticket.json``."""
     run = RunDirectory.existing(run_path)
-    completed = run.completed_levels()
-    if not completed:
-        raise PracError(f"run directory {str(run_path)!r} has no completed level yet")
-    level = completed[-1] if level is None else level
-    if level not in completed:
-        raise PracError(f"--level {level} is not a completed level of {str(run_path)!r} (completed: 0..{completed[-1]})")
+    level = run.chosen_level(level, str(run_path))
     strategy = (run.recipe().get("ticket") or {}).get("strategy")
     if strategy != "structured":
         raise PracError(f"run {str(run_path)!r} used ticket.strategy {strategy!r}; prac export writes tickets of ticket.strategy: structured")
