@@ -41,3 +41,24 @@ def test_torch_pruning_private_names_exist():
         groups = list(pruner.step(interactive=True))
     assert "check_pruning_group" not in vars(graph)  # the class's own check is back
     assert groups and all(torch_pruning_private.passes_group_check(graph, group) in (True, False) for group in groups)
+
+
+def test_accelerate_autocast_wrapper_is_where_the_captured_step_expects_it():
+    """Under mixed precision Accelerate replaces ``model.forward`` by an autocast wrapper and keeps the module's own
+    in ``_original_forward``; the captured step puts that back for its own autocast (cast cache off)."""
+    accelerate_private.reset_shared_state()
+    try:
+        accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+        model = accelerator.prepare_model(torch.nn.Linear(3, 2))
+        wrapped = model.__dict__["forward"]
+        assert model._original_forward.__func__ is torch.nn.Linear.forward
+        with accelerate_private.autocast_forward_removed(model):
+            assert model.forward == model._original_forward
+            assert model(torch.randn(1, 3)).dtype == torch.float32  # no autocast of its own
+        assert model.__dict__["forward"] is wrapped
+        assert model(torch.randn(1, 3)).dtype == torch.float32  # Accelerate's: autocast, outputs back to fp32
+        plain = torch.nn.Linear(3, 2)
+        with accelerate_private.autocast_forward_removed(plain):
+            assert "forward" not in plain.__dict__
+    finally:
+        accelerate_private.reset_shared_state()
