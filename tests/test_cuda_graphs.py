@@ -408,8 +408,14 @@ def test_captured_step_with_channels_last_and_a_tail_batch():
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_a_level_trained_with_cuda_graphs_on_records_it_and_keeps_pruned_weights_zero(digits):
-    captured = level_run(digits, None, device="cuda", cuda_graphs="on")
-    eager = level_run(digits, None, device="cuda", cuda_graphs="off")
+    from prac_plugin.compat.accelerate_private import reset_shared_state
+
+    reset_shared_state(partial=True)  # the CPU tests before made Accelerate's process-wide device the CPU
+    try:
+        captured = level_run(digits, None, device="cuda", cuda_graphs="on")
+        eager = level_run(digits, None, device="cuda", cuda_graphs="off")
+    finally:
+        reset_shared_state(partial=True)
     assert captured["result"].cuda_graphs == {"requested": "on", "captured": True, "reason": "captured"}
     assert eager["result"].cuda_graphs["captured"] is False
     params = dict(captured["model"].named_parameters())

@@ -27,9 +27,10 @@ def shared_state() -> dict:
     return AcceleratorState._shared_state
 
 
-def reset_shared_state() -> None:
-    """Forget the process-wide state, keeping the launched processes' partial state."""
-    AcceleratorState._reset_state(reset_partial_state=False)
+def reset_shared_state(partial: bool = False) -> None:
+    """Forget the process-wide state, keeping the launched processes' partial state (its device too) unless
+    ``partial``: a test that moves from ``Accelerator(cpu=True)`` to the GPU in one process needs that."""
+    AcceleratorState._reset_state(reset_partial_state=partial)
 
 
 def prepared_optimizers(accelerator: Accelerator) -> list:
