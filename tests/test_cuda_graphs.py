@@ -106,6 +106,8 @@ def test_the_captured_step_function_gives_bit_identical_results_to_the_eager_loo
     uncaptured = level_run(digits, "uncaptured")
     assert eager["result"].cuda_graphs["captured"] is False and "cpu" in eager["result"].cuda_graphs["reason"]
     assert "without capture" in uncaptured["result"].cuda_graphs["reason"]
+    full_batches = 3 * (eager["schedule"].steps_per_epoch - 1)  # one tail batch per epoch
+    assert (uncaptured["result"].cuda_graphs["replayed_steps"], uncaptured["result"].cuda_graphs["eager_steps"]) == (full_batches, 3)
     assert len(eager["result"].history) == 3 and eager["schedule"].steps_per_epoch * 64 != len(digits[1].train)  # a tail batch
     assert_same_level(eager, uncaptured)
     # and the comparison can fail: one step more of training is visible in every part of it
@@ -416,7 +418,8 @@ def test_a_level_trained_with_cuda_graphs_on_records_it_and_keeps_pruned_weights
         eager = level_run(digits, None, device="cuda", cuda_graphs="off")
     finally:
         reset_shared_state(partial=True)
-    assert captured["result"].cuda_graphs == {"requested": "on", "captured": True, "reason": "captured"}
+    assert captured["result"].cuda_graphs == {"requested": "on", "captured": True, "reason": "captured",
+                                              "replayed_steps": 3 * (captured["schedule"].steps_per_epoch - 1), "eager_steps": 3}
     assert eager["result"].cuda_graphs["captured"] is False
     params = dict(captured["model"].named_parameters())
     for name, keep in captured["mask"].masks.items():

@@ -314,10 +314,11 @@ class Trainer:
                 checkpoint(snapshot())
             progress.loss_sum = progress.correct = None
         bar.close()
+        figures = decision.figures()
         if captured is not None:
+            figures.update(replayed_steps=captured.replays, eager_steps=captured.eager_steps)  # the tail batches eager
             captured.close()  # (an exception leaves the graph to the garbage collector with this frame)
-        result = TrainResult(steps=step - start_step, examples=progress.examples, history=progress.history,
-                             cuda_graphs=decision.figures())
+        result = TrainResult(steps=step - start_step, examples=progress.examples, history=progress.history, cuda_graphs=figures)
         result.wall_time = time.perf_counter() - started
         if result.history:
             result.train_loss, result.train_acc = result.history[-1]["train_loss"], result.history[-1]["train_acc"]
