@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.state import AcceleratorState
 
-from prac_plugin.compat import accelerate_private, torch_pruning_private
+from prac_plugin.compat import accelerate_private, torch_private, torch_pruning_private
 
 
 def test_accelerate_private_names_exist():
@@ -62,3 +62,15 @@ def test_accelerate_autocast_wrapper_is_where_the_captured_step_expects_it():
             assert "forward" not in plain.__dict__
     finally:
         accelerate_private.reset_shared_state()
+
+
+def test_torch_private_names_exist():
+    """The captured step's BatchNorm check and its test for a compiled model (torch.compile's wrapper)."""
+    (base,) = torch_private.batchnorm_types()
+    for norm in (torch.nn.BatchNorm1d(2), torch.nn.BatchNorm2d(2), torch.nn.SyncBatchNorm(2)):
+        assert isinstance(norm, base)
+    assert not isinstance(torch.nn.LayerNorm(2), base) and not isinstance(torch.nn.GroupNorm(1, 2), base)
+    model = torch.nn.Linear(2, 2)
+    compiled = torch.compile(model, backend="eager")
+    assert torch_private.is_compiled_module(compiled) and compiled._orig_mod is model
+    assert not torch_private.is_compiled_module(model)

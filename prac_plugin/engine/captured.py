@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..compat.accelerate_private import autocast_forward_removed
+from ..compat.torch_private import batchnorm_types
 from ..errors import PracError
 
 CUDA_GRAPH_OPTIONS = ("auto", "on", "off")
@@ -103,7 +104,7 @@ def decide(requested: str, *, device_type: str, mixed_precision: str, has_scaler
         reasons.append("train.compile = cudagraphs already records graphs")
     if model is not None:
         for name, module in model.named_modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats and module.momentum is None:
+            if isinstance(module, batchnorm_types()) and module.track_running_stats and module.momentum is None:
                 reasons.append(f"BatchNorm {name or 'model'} has momentum=None (a cumulative average read on the host)")
                 break
     if reasons:

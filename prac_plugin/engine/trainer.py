@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import CheckpointPolicy
 from ..compat.accelerate_private import unwrapped_optimizer
+from ..compat.torch_private import is_compiled_module
 from ..errors import PracError
 from ..masks import MaskEnforcer
 from ..recipes import TrainSection
@@ -235,7 +236,7 @@ class Trainer:
                 self._note(decision)
 
             captured = CapturedStep(model, optimizer, enforcer, observer, acc.device, cfg.batch_size, str(acc.mixed_precision),
-                                    compiled=hasattr(model, "_orig_mod"), channels_last=channels_last,
+                                    compiled=is_compiled_module(model), channels_last=channels_last,
                                     mode="graph" if decision.captured else "uncaptured",
                                     fallback=fell_back if decision.requested == "auto" else None)
         progress = resume or TrainProgress(step=start_step)
