@@ -148,6 +148,7 @@ def _run_recipe(recipe: Recipe, output_dir: str, log) -> list[dict]:
         metrics = strategy_figures(plan, {
             "format_version": FORMAT_VERSION, "package_version": __version__, "level": level, "num_processes": accelerator.num_processes,
             "mixed_precision": accelerator.mixed_precision, "compiled": _is_compiled(engine.model), "channels_last": train_cfg.channels_last,
+            "cuda_graphs": result.cuda_graphs,
             "weights_remaining_pct": remaining, "sparsity_pct": 100.0 - remaining,
             "prunable_weights": plan.mask.num_total, "remaining_weights": plan.mask.num_remaining,
             "val_loss": val[0], "val_acc": val[1], "test_loss": test[0], "test_acc": test[1],

@@ -91,6 +91,7 @@ HELP: dict[tuple[str, str], dict[str, str]] = {
         "deterministic": "deterministic algorithms (slower; bit-identical reruns on one machine)",
         "channels_last": "channels-last memory layout for convolutions",
         "compile": "torch.compile: false, true (inductor) or a backend name",
+        "cuda_graphs": "capture the training step in a CUDA graph: auto (when it can be), on (an error when it cannot) or off",
     },
     ("run", ""): {
         "output_dir": "run folder (default: runs/<recipe name>; --output wins)",

@@ -109,12 +109,15 @@ class TrainSection:
     deterministic: bool = False
     channels_last: bool = False
     compile: Union[bool, Literal["inductor", "aot_eager", "eager", "cudagraphs"]] = False  # torch.compile backend
+    cuda_graphs: Union[Literal["auto", "on", "off"], bool] = "auto"  # YAML reads bare on/off as true/false
 
     def __post_init__(self):
         if self.mixed_precision is False:
             self.mixed_precision = "no"
         elif self.mixed_precision is True:
             raise PracError("train.mixed_precision = true is ambiguous; choose one of 'no', 'bf16', 'fp16'")
+        if self.cuda_graphs is True or self.cuda_graphs is False:
+            self.cuda_graphs = "on" if self.cuda_graphs else "off"
         if self.nesterov and self.momentum <= 0:
             raise PracError(f"train.nesterov needs a positive train.momentum (got {self.momentum})")
         if self.epochs < 1:

@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.state import AcceleratorState
 
-from prac_plugin.compat import accelerate_private, torch_pruning_private
+from prac_plugin.compat import accelerate_private, torch_private, torch_pruning_private
 
 
 def test_accelerate_private_names_exist():
@@ -66,3 +66,36 @@ def test_timm_resume_epoch_is_the_epoch_timm_resumes_at(tmp_path):
     assert timm_private.resume_epoch(str(tmp_path / "bare.pth")) is None
     (tmp_path / "junk.pth").write_text("not a checkpoint")
     assert timm_private.resume_epoch(str(tmp_path / "junk.pth")) is None  # timm's own resume says what is wrong
+
+
+def test_accelerate_autocast_wrapper_is_where_the_captured_step_expects_it():
+    """Under mixed precision Accelerate replaces ``model.forward`` by an autocast wrapper and keeps the module's own
+    in ``_original_forward``; the captured step puts that back for its own autocast (cast cache off)."""
+    accelerate_private.reset_shared_state()
+    try:
+        accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+        model = accelerator.prepare_model(torch.nn.Linear(3, 2))
+        wrapped = model.__dict__["forward"]
+        assert model._original_forward.__func__ is torch.nn.Linear.forward
+        with accelerate_private.autocast_forward_removed(model):
+            assert model.forward == model._original_forward
+            assert model(torch.randn(1, 3)).dtype == torch.float32  # no autocast of its own
+        assert model.__dict__["forward"] is wrapped
+        assert model(torch.randn(1, 3)).dtype == torch.float32  # Accelerate's: autocast, outputs back to fp32
+        plain = torch.nn.Linear(3, 2)
+        with accelerate_private.autocast_forward_removed(plain):
+            assert "forward" not in plain.__dict__
+    finally:
+        accelerate_private.reset_shared_state()
+
+
+def test_torch_private_names_exist():
+    """The captured step's BatchNorm check and its test for a compiled model (torch.compile's wrapper)."""
+    (base,) = torch_private.batchnorm_types()
+    for norm in (torch.nn.BatchNorm1d(2), torch.nn.BatchNorm2d(2), torch.nn.SyncBatchNorm(2)):
+        assert isinstance(norm, base)
+    assert not isinstance(torch.nn.LayerNorm(2), base) and not isinstance(torch.nn.GroupNorm(1, 2), base)
+    model = torch.nn.Linear(2, 2)
+    compiled = torch.compile(model, backend="eager")
+    assert torch_private.is_compiled_module(compiled) and compiled._orig_mod is model
+    assert not torch_private.is_compiled_module(model)

@@ -3,6 +3,9 @@
 Per step it sets the learning rate from the step number, runs forward/backward (mixed precision through
 Accelerate), masks gradients of pruned weights, steps the optimizer and re-applies the mask. Losses and
 accuracies accumulate as device tensors and are read once per epoch: no host sync per step.
+
+On CUDA (``train.cuda_graphs``) the same step is captured in a CUDA graph and replayed (`captured`); elsewhere,
+and whenever it cannot be captured, the eager loop below runs, unchanged.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import CheckpointPolicy
 from ..compat.accelerate_private import unwrapped_optimizer
+from ..compat.torch_private import is_compiled_module
 from ..errors import PracError
 from ..masks import MaskEnforcer
 from ..recipes import TrainSection
+from .captured import CapturedStep, GraphDecision, decide, require
 from .data import BatchSource, num_batches
 from .schedule import lr_factor
 
@@ -81,6 +86,7 @@ class TrainResult:
     train_loss: float = float("nan")
     train_acc: float = float("nan")
     history: list = field(default_factory=list)
+    cuda_graphs: dict = field(default_factory=dict)  # GraphDecision.figures(): captured or not, and why
 
 
 @dataclass
@@ -147,8 +153,36 @@ def _epoch_seed(seed: int, level: int, epoch: int) -> int:
 
 
 class Trainer:
-    def __init__(self, accelerator: Accelerator, cfg: TrainSection, sources: dict[str, BatchSource]):
-        self.accelerator, self.cfg, self.sources = accelerator, cfg, sources
+    """``step_mode="uncaptured"`` trains every level through the captured step's function without capturing it
+    (tests and dry runs on a CPU: the same results as the eager loop); None decides per level (`graph_decision`)."""
+
+    def __init__(self, accelerator: Accelerator, cfg: TrainSection, sources: dict[str, BatchSource],
+                 step_mode: Optional[str] = None, log: Optional[Callable[[str], None]] = None):
+        if step_mode not in (None, "uncaptured"):
+            raise ValueError(f"unknown step_mode {step_mode!r}")
+        self.accelerator, self.cfg, self.sources, self.step_mode = accelerator, cfg, sources, step_mode
+        self.log = log
+        self._last_graph_line: Optional[str] = None
+
+    def graph_decision(self, model: torch.nn.Module, stepper, wrapped, observer) -> GraphDecision:
+        """Whether this level's step is captured (`captured.decide` on what this run is)."""
+        acc, cfg = self.accelerator, self.cfg
+        inner, scaler = unwrapped_optimizer(wrapped)
+        plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+        compile_backend = "inductor" if cfg.compile is True else ("no" if cfg.compile is False else str(cfg.compile))
+        return decide(cfg.cuda_graphs, device_type=acc.device.type, mixed_precision=str(acc.mixed_precision),
+                      has_scaler=scaler is not None or getattr(acc, "scaler", None) is not None, grad_clip=cfg.grad_clip,
+                      num_processes=acc.num_processes, plain_distribution=plain, accumulation_steps=acc.gradient_accumulation_steps,
+                      optimizer=inner if inner is not None else stepper, observer=observer, compile_backend=compile_backend,
+                      model=acc.unwrap_model(model, keep_torch_compile=False))
+
+    def _note(self, decision: GraphDecision) -> None:
+        """One log line when the decision differs from the previous level's."""
+        line = decision.line()
+        quiet = self.accelerator.device.type != "cuda" and decision.requested == "auto"  # eager is the CPU's default
+        if line != self._last_graph_line and self.accelerator.is_local_main_process and not quiet:
+            (self.log or tqdm.write)(line)
+        self._last_graph_line = line
 
     def _set_lr(self, optimizer, base_lrs: list[float], step: int, schedule: LevelSchedule) -> None:
         cfg = self.cfg
@@ -181,6 +215,8 @@ class Trainer:
         acc, cfg, source = self.accelerator, self.cfg, self.sources["train"]
         callbacks = step_callbacks or {}
         stepper = _direct_optimizer(acc, optimizer)
+        decision = require(self.graph_decision(model, stepper, optimizer, observer))
+        self._note(decision)
         # without a grad scaler or accumulation, Accelerate's backward is loss.backward() plus a division by 1
         backward = (lambda loss: loss.backward()) if stepper is not optimizer else acc.backward
         optimizer = stepper
@@ -189,6 +225,20 @@ class Trainer:
             group["initial_lr"] = base  # kept in the optimizer state: a resumed level scales the same base
         unwrapped = acc.unwrap_model(model, keep_torch_compile=False)
         channels_last = cfg.channels_last
+        captured = None
+        if decision.captured or self.step_mode == "uncaptured":
+            if not decision.captured:
+                decision = GraphDecision(decision.requested, False, f"the captured step's function, run without capture ({decision.reason})")
+
+            def fell_back(reason: str) -> None:
+                nonlocal decision
+                decision = GraphDecision(decision.requested, False, reason)
+                self._note(decision)
+
+            captured = CapturedStep(model, optimizer, enforcer, observer, acc.device, cfg.batch_size, str(acc.mixed_precision),
+                                    compiled=is_compiled_module(model), channels_last=channels_last,
+                                    mode="graph" if decision.captured else "uncaptured",
+                                    fallback=fell_back if decision.requested == "auto" else None)
         progress = resume or TrainProgress(step=start_step)
         started = time.perf_counter() - progress.elapsed
         model.train()
@@ -214,25 +264,32 @@ class Trainer:
                 loss_sum = torch.zeros((), device=acc.device)
                 correct = torch.zeros((), device=acc.device, dtype=torch.long)
                 seen = 0
+            if captured is not None:  # the graph accumulates into its own tensors
+                loss_sum, correct = captured.begin_epoch(loss_sum, correct)
             for images, labels, index in source.batches(order, cfg.batch_size, True, generator, start_batch=offset):
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 self._set_lr(optimizer, base_lrs, step, schedule)
-                logits = model(images)
-                loss = F.cross_entropy(logits, labels)
-                if observer is not None:
-                    observer(logits.detach(), labels, index)
-                optimizer.zero_grad(set_to_none=True)
-                backward(loss)
-                enforcer.mask_gradients()
-                if cfg.grad_clip:
-                    acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                enforcer.apply()
-                step += 1
-                seen += labels.numel()
-                loss_sum.add_(loss.detach(), alpha=labels.numel())
-                correct.add_((logits.detach().argmax(1) == labels).sum())
+                if captured is not None:
+                    captured.step(images, labels, index)  # the same step, replayed (lr from the floats just set)
+                    step += 1
+                    seen += labels.numel()
+                else:
+                    logits = model(images)
+                    loss = F.cross_entropy(logits, labels)
+                    if observer is not None:
+                        observer(logits.detach(), labels, index)
+                    optimizer.zero_grad(set_to_none=True)
+                    backward(loss)
+                    enforcer.mask_gradients()
+                    if cfg.grad_clip:
+                        acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                    enforcer.apply()
+                    step += 1
+                    seen += labels.numel()
+                    loss_sum.add_(loss.detach(), alpha=labels.numel())
+                    correct.add_((logits.detach().argmax(1) == labels).sum())
                 bar.update(1)
                 if step in callbacks:
                     callbacks[step](unwrapped, optimizer)
@@ -258,7 +315,11 @@ class Trainer:
                 checkpoint(snapshot())
             progress.loss_sum = progress.correct = None
         bar.close()
-        result = TrainResult(steps=step - start_step, examples=progress.examples, history=progress.history)
+        figures = decision.figures()
+        if captured is not None:
+            figures.update(replayed_steps=captured.replays, eager_steps=captured.eager_steps)  # the tail batches eager
+            captured.close()  # (an exception leaves the graph to the garbage collector with this frame)
+        result = TrainResult(steps=step - start_step, examples=progress.examples, history=progress.history, cuda_graphs=figures)
         result.wall_time = time.perf_counter() - started
         if result.history:
             result.train_loss, result.train_acc = result.history[-1]["train_loss"], result.history[-1]["train_acc"]

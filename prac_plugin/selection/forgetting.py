@@ -15,6 +15,8 @@ from typing import Callable, Optional
 
 import torch
 
+from ..engine.captured import capturable
+
 _PENDING = -1  # not presented since the last fold
 
 
@@ -29,6 +31,7 @@ class ForgettingTracker:
         self.presentations = torch.zeros(num_examples, dtype=torch.int32, device=device)
         self._epoch = torch.full((num_examples,), _PENDING, dtype=torch.int8, device=device)
 
+    @capturable  # one index write into the epoch buffer, in place: a captured training step replays it
     @torch.no_grad()
     def update(self, logits: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor) -> None:
         """Record one training batch: ``logits`` of the forward pass the update used, hard ``targets``."""
@@ -44,7 +47,9 @@ class ForgettingTracker:
         buffer: each example was presented on exactly one process, the others hold -1 for it.
         """
         if combine is not None:
-            self._epoch = combine(self._epoch)
+            combined = combine(self._epoch)
+            if combined is not self._epoch:
+                self._epoch.copy_(combined)  # in place: a captured step writes into this buffer
         seen = self._epoch != _PENDING
         correct = self._epoch == 1
         self.forgetting += (seen & self.last_correct & ~correct).to(torch.int32)  # correct before, wrong now

@@ -1,0 +1,23 @@
+"""PyTorch internals the captured training step relies on (checked against torch 2.14.1).
+
+- ``torch.nn.modules.batchnorm._BatchNorm``: the base of every BatchNorm (1d, 2d, 3d, lazy, SyncBatchNorm); a
+  BatchNorm with ``momentum=None`` reads ``num_batches_tracked`` on the host every step, which a CUDA graph
+  cannot replay.
+- ``OptimizedModule._orig_mod``: the module ``torch.compile`` wraps; a compiled model keeps Accelerate's autocast
+  inside its traced graph, so the captured step calls it as it is.
+"""
+
+from __future__ import annotations
+
+import torch
+
+CHECKED_VERSION = "2.14.1"
+
+
+def batchnorm_types() -> tuple[type, ...]:
+    return (torch.nn.modules.batchnorm._BatchNorm,)
+
+
+def is_compiled_module(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is what ``torch.compile`` returned (not a module inside one)."""
+    return isinstance(model, torch.nn.Module) and hasattr(model, "_orig_mod")
