@@ -124,8 +124,33 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> Optional[tuple[str, An
     return None if a == b else (prefix, a, b)
 
 
-def _result_sections(recipe: dict) -> dict:
-    return {k: recipe.get(k) for k in RESULT_AFFECTING_SECTIONS}
+# Keys added to the recipe after run folders were made with the behaviour they now name: a stored recipe without
+# one ran with this value, so an old folder resumes when the value is the same and is "a different run" when not
+# (an old CTS run searched with frozen running statistics: resuming it under the new default would mix methods).
+ADDED_KEYS = {
+    ("ticket", "batchnorm"): "running",
+    ("ticket", "min_per_layer"): 0,
+    ("data_selection", "early_bird"): False,
+    ("data_selection", "early_bird_eps"): 0.08,
+    ("data_selection", "early_bird_window"): 5,
+    ("data_selection", "preset"): None,
+}
+# How a step is executed, not what it computes (the captured step gives the eager step's numbers): not compared.
+EXECUTION_KEYS = {("train", "cuda_graphs")}
+
+
+def _result_sections(recipe: dict, current: Optional[dict] = None) -> dict:
+    """The result-affecting sections of ``recipe``, without execution keys; with ``current`` (the recipe it is
+    compared with), keys added since ``recipe`` was written read as the behaviour before they existed."""
+    sections = {k: dict(recipe[k]) if isinstance(recipe.get(k), dict) else recipe.get(k) for k in RESULT_AFFECTING_SECTIONS}
+    for section, key in EXECUTION_KEYS:
+        if isinstance(sections.get(section), dict):
+            sections[section].pop(key, None)
+    for (section, key), before in ADDED_KEYS.items():
+        now = (current or {}).get(section)
+        if isinstance(now, dict) and key in now and isinstance(sections.get(section), dict):
+            sections[section].setdefault(key, before)
+    return sections
 
 
 def _check_finite(tensors: dict[str, torch.Tensor], what: str, path: Path) -> dict[str, torch.Tensor]:
@@ -152,7 +177,7 @@ class RunDirectory:
             results = run.holds_results()
             if results:
                 run._check_record(existing)  # results computed with another recipe than the file now says
-            difference = first_difference(_result_sections(existing), _result_sections(recipe_dict))
+            difference = first_difference(_result_sections(existing, recipe_dict), _result_sections(recipe_dict))
             if difference and not results:
                 run._replace = True  # nothing was computed with the old recipe (e.g. level 0 diverged): take the new one
             elif difference:
@@ -219,7 +244,7 @@ class RunDirectory:
         record_path = self.path / RECIPE_RECORD
         if not record_path.is_file():
             return
-        difference = first_difference(_result_sections(self._read_recipe(RECIPE_RECORD)), _result_sections(recipe))
+        difference = first_difference(_result_sections(self._read_recipe(RECIPE_RECORD), recipe), _result_sections(recipe))
         if difference:
             key, started, now = difference
             raise PracError(
