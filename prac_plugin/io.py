@@ -13,13 +13,14 @@ import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from .errors import PracError
+
+if TYPE_CHECKING:  # torch is imported where tensors are written or read: the run lock and the CLI need none of it
+    import torch
 
 
 def _read_umask() -> int:
@@ -101,6 +102,8 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, 
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         try:
+            from safetensors.torch import save_file
+
             save_file(contiguous, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
         except SafetensorError as exc:  # the Rust writer reports a full disk only in its message: "(os error 28)"
             code = re.search(r"os error (\d+)", str(exc))
@@ -134,6 +137,8 @@ def save_torch(obj: Any, path: str | Path) -> None:
         with open(path, "wb") as handle:
             writer = _RecordingWriter(handle)
             try:
+                import torch
+
                 torch.save(obj, writer)
             except RuntimeError:
                 if writer.error is None:
@@ -155,6 +160,8 @@ def load_safetensors(path: str | Path, what: str = "tensor file") -> dict[str, t
     if problem:
         raise PracError(f"{what} {str(path)!r} {problem}")
     try:
+        from safetensors.torch import load_file
+
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise PracError(f"{what} {str(path)!r} is corrupt or truncated ({exc})") from None

@@ -196,6 +196,8 @@ def apply_preset(raw: dict) -> dict:
     if not isinstance(section, dict) or section.get("preset") is None:
         return raw
     name, strategy = section["preset"], section.get("strategy", "full")
+    if not isinstance(name, str):
+        raise PracError(f"data_selection.preset = {shown(name)} should be a preset name (or null)")
     presets = getattr(registry.get("data_selection", strategy), "presets", {}) if isinstance(strategy, str) else {}
     if name not in presets:
         allowed = ", ".join(map(repr, presets)) or "none"

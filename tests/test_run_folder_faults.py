@@ -145,12 +145,12 @@ def test_a_full_disk_under_torch_save_is_one_line_naming_the_file(finished_run, 
 
 
 def test_a_full_disk_under_safetensors_is_one_line_naming_the_file(finished_run, tmp_path, monkeypatch, capsys):
-    import prac_plugin.io as io_module
+    import safetensors.torch
 
     def full(*args, **kwargs):  # the error safetensors' Rust writer raises on a full disk (seen on a small tmpfs)
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(io_module, "save_file", full)
+    monkeypatch.setattr(safetensors.torch, "save_file", full)  # the writer prac_plugin.io calls
     line = one_error_line(capsys, ["run", str(finished_run[0]), "-o", str(tmp_path / "run")])
     assert f"cannot write {str(tmp_path / 'run' / 'init.safetensors')!r}: No space left on device" in line, line
 

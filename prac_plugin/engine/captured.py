@@ -33,23 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from ..compat.accelerate_private import autocast_forward_removed
+from .capturable import capturable, is_capturable  # noqa: F401  (capturable: re-exported for observers)
 from ..compat.torch_private import batchnorm_types
 from ..errors import PracError
 
 CUDA_GRAPH_OPTIONS = ("auto", "on", "off")
 WARMUP_STEPS = 3  # PyTorch's notes warm up a few eager iterations on a side stream before capturing
 MODES = ("graph", "uncaptured", "eager")
-
-
-def capturable(function: Callable) -> Callable:
-    """Mark a batch observer as safe inside a captured step: device ops only (no host reads, no Python state
-    that changes per call), writing tensors in place that its owner's ``state_dict``/``load_state_dict`` cover."""
-    function.cuda_graph_safe = True
-    return function
-
-
-def is_capturable(function: Optional[Callable]) -> bool:
-    return function is None or bool(getattr(function, "cuda_graph_safe", False))
 
 
 @dataclass

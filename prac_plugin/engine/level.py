@@ -127,7 +127,7 @@ class LevelRunner:
             engine.unwrapped.load_state_dict(plan.weights)
         unwrapped = engine.unwrapped
         trainer_for_health = trainer if check_mask and resumed is None else None
-        health_split = "val" if "val" in engine.sources else engine.eval_split()
+        health_split = ("val" if "val" in engine.sources else engine.eval_split) if trainer_for_health is not None else None
         dense_start = None
         if trainer_for_health is not None and plan.model is None:  # the unmasked start point, for comparison
             dense_start = start_point_accuracy(trainer_for_health, unwrapped, health_split)

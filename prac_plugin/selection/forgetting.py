@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..engine.captured import capturable
+from ..engine.capturable import capturable
 
 _PENDING = -1  # not presented since the last fold
 
