@@ -242,7 +242,9 @@ class CellRunner:
                 self.c.kill(job.process)
                 return "done"
             return None
-        if code == 0 and job.target.is_file():
+        if job.target.is_file() and (code == 0 or not job.final):
+            # the cell's level was written (metrics.json last, atomically); a run that went on into the next level
+            # and stopped there (before this poll saw the file) failed in the next cell's level, not in this one
             return "done"
         return f"exit {code}" + ("" if code else f", no {job.target.name}")
 

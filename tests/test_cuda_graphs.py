@@ -16,6 +16,7 @@ from torch import nn
 
 from prac_plugin import MaskEnforcer, PracError, TicketMask
 from prac_plugin.config_schema import from_dict
+from prac_plugin.compat import accelerate_private
 from prac_plugin.engine.captured import CapturedStep, GraphDecision, StepState, capturable, decide, is_capturable, require
 from prac_plugin.engine.data import BatchSource, load_data, resolve_normalization
 from prac_plugin.engine.schedule import lr_factor
@@ -58,6 +59,7 @@ def level_run(digits, step_mode, device="cpu", epochs=3, **train):
     torch.manual_seed(0)
     model = SmallConvNet().to(device)
     mean, std, _ = resolve_normalization(cfg, bundle, model)
+    accelerate_private.reset_shared_state()  # an earlier test's Accelerator (bf16, say) must not set this one's precision
     accelerator = Accelerator(cpu=device == "cpu")
     source = BatchSource(bundle.train, bundle, cfg, mean, std, accelerator.device)
     trainer = Trainer(accelerator, train_cfg, {"train": source}, step_mode=step_mode)
