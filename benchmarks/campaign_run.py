@@ -186,7 +186,7 @@ class CellRunner:
             # the run's resolved recipe with this machine's paths (that the recipe is the same otherwise, the ledger
             # checked: a dependency counts as done only when its fingerprint matches this campaign's recipe)
             # (both the recipe and the run's record of it as it started, which a resume compares it with)
-            from prac_plugin.rundir import RECIPE_FILE, RECIPE_RECORD
+            from prac_plugin.rundir.folder import RECIPE_FILE, RECIPE_RECORD
 
             for name in (RECIPE_FILE, RECIPE_RECORD):
                 if (run / name).is_file():

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from prac_plugin.pipeline import run_recipe
-from prac_plugin.recipes import parse_recipe
-from prac_plugin.rundir import RunDirectory
+from prac_plugin.engine.run_loop import run_recipe
+from prac_plugin.config.recipes import parse_recipe
+from prac_plugin.rundir.folder import RunDirectory
 
 VARIANTS = {  # name -> (what changes, CTS options)
     "baseline": ("paper's defaults: reverse KL, T = 2/3, GradBalance 1.1x, 20 search epochs, at the rewind point", {}),

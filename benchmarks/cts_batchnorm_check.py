@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import prac_plugin
-from prac_plugin.recipes import apply_overrides
+from prac_plugin.config.recipes import apply_overrides
 
 DIGITS = {
     "model": {"name": "cifar_resnet20"},

@@ -21,8 +21,9 @@ def child(mode: str, model_name: str, steps: int) -> None:
     import torch
 
     import prac_plugin  # noqa: F401
-    from prac_plugin.masks import prunable_parameter_names
-    from prac_plugin.search import ConcreteSearchConfig, concrete_ticket_search
+    from prac_plugin.tickets.masks import prunable_parameter_names
+    from prac_plugin.strategies.cts.search import ConcreteSearchConfig
+    from prac_plugin.strategies.cts.search import concrete_ticket_search
 
     torch.manual_seed(0)
     model = timm.create_model(model_name, num_classes=10)

@@ -19,8 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
-from prac_plugin.pipeline import run_recipe
-from prac_plugin.recipes import apply_overrides, load_recipe_dict, parse_recipe
+from prac_plugin.engine.run_loop import run_recipe
+from prac_plugin.config.recipes import apply_overrides, load_recipe_dict, parse_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULE = ["train.epochs=20", "train.momentum=0.9", "train.lr=0.05", "train.schedule=step", "train.milestones=[10,15]", "run.tracker=none"]

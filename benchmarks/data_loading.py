@@ -18,9 +18,9 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/cifar10-jpeg")
     args = parser.parse_args()
     os.environ["PRAC_CACHE"] = tempfile.mkdtemp(prefix="prac-cache-")
-    from prac_plugin.config_schema import from_dict
-    from prac_plugin.engine.data import load_data
-    from prac_plugin.recipes import DataSection
+    from prac_plugin.config.schema import from_dict
+    from prac_plugin.data.sources import load_data
+    from prac_plugin.config.recipes import DataSection
 
     cfg = from_dict(DataSection, {"path": "parquet", "data_files": {"train": f"{args.data}/train.parquet", "test": f"{args.data}/test.parquet"}}, "data")
     load_data(cfg)  # warms datasets' own arrow cache, which both measurements then share

@@ -36,12 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from prac_plugin.engine.trainer import LevelSchedule, create_optimizer  # noqa: E402
-from prac_plugin.masks import MaskEnforcer, TicketMask  # noqa: E402
+from prac_plugin.tickets.masks import MaskEnforcer, TicketMask  # noqa: E402
 from prac_plugin.compat.accelerate_private import release_optimizer  # noqa: E402
-from prac_plugin.engine.setup import build_engine  # noqa: E402
-from prac_plugin.pipeline import run_recipe  # noqa: E402
-from prac_plugin.recipes import apply_overrides, parse_recipe  # noqa: E402
-from prac_plugin.selection.forgetting import ForgettingTracker  # noqa: E402
+from prac_plugin.engine.engine import build_engine  # noqa: E402
+from prac_plugin.engine.run_loop import run_recipe  # noqa: E402
+from prac_plugin.config.recipes import apply_overrides, parse_recipe  # noqa: E402
+from prac_plugin.strategies.prac.forgetting import ForgettingTracker  # noqa: E402
 
 
 class Results:
@@ -98,7 +98,7 @@ def environment() -> dict:
 
 def data_to_device(recipe_dict: dict) -> dict:
     """Decode the whole dataset (cached per machine after the first time) and move its images to the device."""
-    from prac_plugin.engine.data import load_data
+    from prac_plugin.data.sources import load_data
 
     started = time.perf_counter()
     data = load_data(parse_recipe(recipe_dict).data)

@@ -44,10 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from prac_plugin.compat.accelerate_private import release_optimizer, reset_shared_state  # noqa: E402
-from prac_plugin.engine.setup import build_engine  # noqa: E402
+from prac_plugin.engine.engine import build_engine  # noqa: E402
 from prac_plugin.engine.trainer import LevelSchedule, Trainer, create_optimizer  # noqa: E402
-from prac_plugin.masks import MaskEnforcer, TicketMask  # noqa: E402
-from prac_plugin.recipes import apply_overrides, parse_recipe  # noqa: E402
+from prac_plugin.tickets.masks import MaskEnforcer, TicketMask  # noqa: E402
+from prac_plugin.config.recipes import apply_overrides, parse_recipe  # noqa: E402
 
 VARIANTS = {  # name -> (recipe overrides, captured)
     "eager": (["train.cuda_graphs=off", "train.channels_last=false"], False),

@@ -16,8 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
-from prac_plugin.recipes import apply_overrides, load_recipe_dict, parse_recipe
-from prac_plugin.pipeline import run_recipe
+from prac_plugin.config.recipes import apply_overrides, load_recipe_dict, parse_recipe
+from prac_plugin.engine.run_loop import run_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 def schedule(epochs: int) -> list[str]:

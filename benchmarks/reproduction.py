@@ -32,9 +32,9 @@ from prac_plugin.analysis.compare import write_comparison
 from prac_plugin.analysis.full_data import full_data_markdown, train_on_full_data
 from prac_plugin.analysis.sanity import run_sanity, sanity_markdown
 from prac_plugin.analysis.stability import run_stability, stability_text
-from prac_plugin.pipeline import run_recipe
-from prac_plugin.recipes import apply_overrides, load_recipe_dict, parse_recipe
-from prac_plugin.rundir import RunDirectory
+from prac_plugin.engine.run_loop import run_recipe
+from prac_plugin.config.recipes import apply_overrides, load_recipe_dict, parse_recipe
+from prac_plugin.rundir.folder import RunDirectory
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "fashion_mnist_lenet_ltr.yaml"
 STEPS_PER_EPOCH = 430  # 55,002 training images (5,000 held out for validation) at batch 128

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from prac_plugin.pipeline import run_recipe
-from prac_plugin.recipes import parse_recipe
-from prac_plugin.structured import export_ticket
+from prac_plugin.engine.run_loop import run_recipe
+from prac_plugin.config.recipes import parse_recipe
+from prac_plugin.strategies.structured import export_ticket
 
 
 def recipe(args: argparse.Namespace) -> dict:

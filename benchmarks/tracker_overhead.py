@@ -20,11 +20,11 @@ from accelerate import Accelerator
 
 import prac_plugin  # noqa: F401
 from prac_plugin import MaskEnforcer, TicketMask
-from prac_plugin.config_schema import from_dict
-from prac_plugin.engine.data import BatchSource, load_data, resolve_normalization
+from prac_plugin.config.schema import from_dict
+from prac_plugin.data.sources import BatchSource, load_data, resolve_normalization
 from prac_plugin.engine.trainer import LevelSchedule, Trainer, create_optimizer
-from prac_plugin.recipes import DataSection, TrainSection
-from prac_plugin.selection import ForgettingTracker
+from prac_plugin.config.recipes import DataSection, TrainSection
+from prac_plugin.strategies.prac.forgetting import ForgettingTracker
 
 CIFAR = "../shared/data/cifar10-jpeg"
 

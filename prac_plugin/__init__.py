@@ -14,15 +14,15 @@ import importlib.abc
 import importlib.util
 import sys
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _EXPORTS = {  # name -> module that defines it, imported on first use
     "PracError": ".errors",
-    "MaskEnforcer": ".masks", "TicketMask": ".masks", "prunable_parameter_names": ".masks",
-    "Recipe": ".recipes", "load_recipe": ".recipes", "parse_recipe": ".recipes",
-    "RewindPoint": ".rewind",
-    "DataSelectionStrategy": ".strategies", "TicketStrategy": ".strategies", "register": ".strategies",
-    "export_ticket": ".structured", "load_structured_ticket": ".structured",
+    "MaskEnforcer": ".tickets.masks", "TicketMask": ".tickets.masks", "prunable_parameter_names": ".tickets.masks",
+    "Recipe": ".config.recipes", "load_recipe": ".config.recipes", "parse_recipe": ".config.recipes",
+    "RewindPoint": ".tickets.rewind",
+    "DataSelectionStrategy": ".strategies.base", "TicketStrategy": ".strategies.base", "register": ".registry",
+    "export_ticket": ".strategies.structured.ticket", "load_structured_ticket": ".strategies.structured.ticket",
 }
 
 
@@ -41,8 +41,8 @@ def __dir__() -> list[str]:
 
 def run(recipe, output_dir: str):
     """Run a recipe (a `Recipe`, a dict, or a YAML path) into ``output_dir``; returns the summary rows."""
-    from .pipeline import run_recipe
-    from .recipes import Recipe, load_recipe, parse_recipe
+    from .engine.run_loop import run_recipe
+    from .config.recipes import Recipe, load_recipe, parse_recipe
 
     if isinstance(recipe, dict):
         recipe = parse_recipe(recipe)
@@ -74,7 +74,7 @@ class _ThenRegister(importlib.abc.Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        importlib.import_module(".engine.models_lth", __name__)
+        importlib.import_module(".models.lth", __name__)
 
     def __getattr__(self, name):  # resource readers and the like: timm's own loader's
         return getattr(self._loader, name)
@@ -82,7 +82,7 @@ class _ThenRegister(importlib.abc.Loader):
 
 def _register_models() -> None:
     if "timm" in sys.modules:
-        importlib.import_module(".engine.models_lth", __name__)
+        importlib.import_module(".models.lth", __name__)
     elif not any(isinstance(finder, _RegisterAfterTimm) for finder in sys.meta_path):
         sys.meta_path.insert(0, _RegisterAfterTimm())
 

@@ -1,4 +1,4 @@
-"""``import prac_plugin.timm``: the timm training-script hook (`prac_plugin.integrations.timm`).
+"""``import prac_plugin.timm``: the timm training-script hook (`prac_plugin.integrations.timm.hook`).
 
 Named after timm, this module never imports timm itself; imports inside the package are absolute, so
 ``import timm`` anywhere in prac_plugin still means the real timm.
@@ -6,13 +6,6 @@ Named after timm, this module never imports timm itself; imports inside the pack
 
 from __future__ import annotations
 
-from prac_plugin.integrations.timm import (
-    STATE_FILE,
-    STATISTICS_FILE,
-    SampleIdDataset,
-    TimmHook,
-    add_args,
-    hook,
-)
+from .integrations.timm.hook import STATE_FILE, STATISTICS_FILE, SampleIdDataset, TimmHook, add_args, hook
 
 __all__ = ["STATE_FILE", "STATISTICS_FILE", "SampleIdDataset", "TimmHook", "add_args", "hook"]

@@ -56,7 +56,7 @@ def install_strategy_package(tmp_path, monkeypatch, module: str, source: str, en
     entry-point group, as a third-party package would; the registry forgets it when the test ends."""
     import textwrap
 
-    from prac_plugin.strategies import registry
+    from prac_plugin import registry
 
     (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
     dist = tmp_path / f"{module}-1.0.dist-info"

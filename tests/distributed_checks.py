@@ -13,14 +13,14 @@ from accelerate import Accelerator
 import timm
 
 import prac_plugin  # noqa: F401  (registers lenet_300_100)
-from prac_plugin.config_schema import from_dict
-from prac_plugin.engine.data import BatchSource, load_data, resolve_normalization
+from prac_plugin.config.schema import from_dict
+from prac_plugin.data.sources import BatchSource, load_data, resolve_normalization
 from prac_plugin.errors import PracError
-from prac_plugin.masks import TicketMask
+from prac_plugin.tickets.masks import TicketMask
 from prac_plugin.engine.level import check_same_mask_everywhere
-from prac_plugin.recipes import DataSection
-from prac_plugin.selection.disagreement import predictions
-from prac_plugin.selection.forgetting import ForgettingTracker, max_over_processes
+from prac_plugin.config.recipes import DataSection
+from prac_plugin.strategies.prac.disagreement import predictions
+from prac_plugin.strategies.prac.forgetting import ForgettingTracker, max_over_processes
 
 accelerator = Accelerator(cpu=True)
 rank, world = accelerator.process_index, accelerator.num_processes

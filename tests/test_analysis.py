@@ -14,22 +14,11 @@ from safetensors.torch import load_file
 import prac_plugin
 from prac_plugin import PracError, TicketMask
 from prac_plugin.analysis.compare import write_comparison
-from prac_plugin.analysis.retrain import Retrainer
-from prac_plugin.analysis.sanity import (
-    inverted_mask,
-    random_mask,
-    reinitialized,
-    run_sanity,
-    shuffled_mask,
-)
-from prac_plugin.analysis.stability import (
-    barrier,
-    error_along_path,
-    interpolate,
-    recompute_norm_statistics,
-)
+from prac_plugin.engine.retrain import Retrainer
+from prac_plugin.analysis.sanity import inverted_mask, random_mask, reinitialized, run_sanity, shuffled_mask
+from prac_plugin.analysis.stability import barrier, error_along_path, interpolate, recompute_norm_statistics
 from prac_plugin.cli import main
-from prac_plugin.rundir import RunDirectory
+from prac_plugin.rundir.folder import RunDirectory
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,20 @@ import torch
 from safetensors.torch import load_file
 
 import prac_plugin
-from prac_plugin.analysis import retrain as retrain_module
+from prac_plugin.engine import retrain as retrain_module
 from prac_plugin.analysis.compare import write_comparison
 from prac_plugin.analysis.sanity import run_sanity
-from prac_plugin.checkpoint import LevelCheckpoints
+from prac_plugin.engine.checkpoint import LevelCheckpoints
 from prac_plugin.cli import main as prac_cli
 from prac_plugin.compat.accelerate_private import prepared_optimizers
-from prac_plugin.strategies import cts as cts_module
+from prac_plugin.strategies.cts import strategy as cts_module
 
 from conftest import install_strategy_package, quick_recipe
 
 THIRD_PARTY = '''
 from dataclasses import dataclass, field
 import torch
-from prac_plugin.masks import TicketMask
+from prac_plugin.tickets.masks import TicketMask
 from prac_plugin.strategies import StrategyOptions, TicketStrategy, LevelPlan
 from prac_plugin.strategies.base import TicketTraits
 

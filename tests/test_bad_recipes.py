@@ -10,7 +10,7 @@ import yaml
 
 from prac_plugin import PracError
 from prac_plugin.cli import main as prac_cli
-from prac_plugin.recipes import load_recipe, load_recipe_dict, parse_recipe
+from prac_plugin.config.recipes import load_recipe, load_recipe_dict, parse_recipe
 
 from conftest import quick_recipe
 
@@ -69,7 +69,7 @@ def test_an_output_location_that_cannot_be_written_is_one_line(tmp_path, monkeyp
     def refuse(self):
         raise OSError(errno.EROFS, "Read-only file system", str(self.path))
 
-    monkeypatch.setattr("prac_plugin.rundir.RunDirectory.create", refuse)
+    monkeypatch.setattr("prac_plugin.rundir.folder.RunDirectory.create", refuse)
     assert prac_cli(["run", str(path), "--output", str(tmp_path / "ro" / "run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("prac: error: cannot write") and "Read-only file system" in err and len(err.strip().splitlines()) == 1

@@ -82,7 +82,7 @@ def test_every_gpu_cell_fits_eight_minutes_alone_at_the_slowest_measured_epoch()
 
 
 def test_campaign_recipes_parse_and_share_one_schedule():
-    from prac_plugin.recipes import parse_recipe
+    from prac_plugin.config.recipes import parse_recipe
 
     recipes = {e.key: cell_recipe(Cell(f"{e.key}-s1-L00", e.key, 1, "level", 0, (), 1.0, (0,))) for e in campaign_cells.experiments()}
     for key, raw in recipes.items():

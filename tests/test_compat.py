@@ -10,7 +10,9 @@ from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.state import AcceleratorState
 
-from prac_plugin.compat import accelerate_private, torch_private, torch_pruning_private
+from prac_plugin.compat import accelerate_private
+from prac_plugin.compat import torch_private
+from prac_plugin.compat import torch_pruning_private
 
 
 def test_accelerate_private_names_exist():

@@ -8,9 +8,11 @@ import torch
 
 import prac_plugin
 from prac_plugin import PracError, TicketMask
-from prac_plugin.masks import prunable_parameter_names
-from prac_plugin.search import ConcreteSearchConfig, GradBalance, Lagrangian, concrete_ticket_search, divergence
-from prac_plugin.search.concrete import concrete_gate_, gate_backward_
+from prac_plugin.tickets.masks import prunable_parameter_names
+from prac_plugin.strategies.cts.search import GradBalance, Lagrangian, divergence
+from prac_plugin.strategies.cts.search import ConcreteSearchConfig
+from prac_plugin.strategies.cts.search import concrete_ticket_search
+from prac_plugin.strategies.cts.search import concrete_gate_, gate_backward_
 
 from conftest import quick_recipe
 
@@ -150,7 +152,7 @@ def test_search_is_deterministic_and_ties_break_by_index(tiny_net):
     a = concrete_ticket_search(tiny_net, names, toy_batches(), cfg).mask
     b = concrete_ticket_search(tiny_net, names, toy_batches(), cfg).mask
     assert a.equal(b)
-    from prac_plugin.masks import keep_largest
+    from prac_plugin.tickets.masks import keep_largest
 
     assert keep_largest(torch.tensor([1.0, 2.0, 2.0, 2.0, 0.5]), 2).tolist() == [False, True, True, False, False]
 

@@ -15,10 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from prac_plugin.engine.batchnorm import batch_statistics
-from prac_plugin.masks import TicketMask, prunable_parameter_names
-from prac_plugin.search import ConcreteSearchConfig, concrete_ticket_search
-from prac_plugin.search.concrete import search_mode
+from prac_plugin.models.batchnorm import batch_statistics
+from prac_plugin.tickets.masks import TicketMask, prunable_parameter_names
+from prac_plugin.strategies.cts.search import ConcreteSearchConfig
+from prac_plugin.strategies.cts.search import concrete_ticket_search
+from prac_plugin.strategies.cts.search import search_mode
 
 DENSITY = 0.02
 SEARCH_STEPS, SEARCH_BATCH = 250, 256  # about 45 epochs of 1,400 digits: a search of its own length, as the authors' 20 epochs of CIFAR-10

@@ -15,14 +15,14 @@ from accelerate import Accelerator
 from torch import nn
 
 from prac_plugin import MaskEnforcer, PracError, TicketMask
-from prac_plugin.config_schema import from_dict
+from prac_plugin.config.schema import from_dict
 from prac_plugin.compat import accelerate_private
 from prac_plugin.engine.captured import CapturedStep, GraphDecision, StepState, capturable, decide, is_capturable, require
-from prac_plugin.engine.data import BatchSource, load_data, resolve_normalization
+from prac_plugin.data.sources import BatchSource, load_data, resolve_normalization
 from prac_plugin.engine.schedule import lr_factor
 from prac_plugin.engine.trainer import LevelSchedule, Trainer, create_optimizer
-from prac_plugin.recipes import DataSection, TrainSection, parse_recipe
-from prac_plugin.selection.forgetting import ForgettingTracker
+from prac_plugin.config.recipes import DataSection, TrainSection, parse_recipe
+from prac_plugin.strategies.prac.forgetting import ForgettingTracker
 
 from conftest import quick_recipe
 
@@ -336,7 +336,7 @@ def test_the_forgetting_tracker_is_capturable_and_keeps_its_buffer_in_place():
 
 
 def test_cuda_graphs_on_refuses_a_cpu_run_and_auto_records_why_in_the_metrics(tmp_path):
-    from prac_plugin.pipeline import run_recipe
+    from prac_plugin.engine.run_loop import run_recipe
 
     with pytest.raises(PracError, match="cuda_graphs = on.*the device is cpu"):
         run_recipe(parse_recipe(quick_recipe(train={"cuda_graphs": "on", "epochs": 1}, ticket={"levels": 0, "rewind": "0it"})), str(tmp_path / "on"),

@@ -5,9 +5,9 @@ import torch
 from PIL import Image
 
 from prac_plugin import PracError
-from prac_plugin.engine.data import BatchSource, augment_batch, load_data, resolve_normalization
-from prac_plugin.recipes import DataSection
-from prac_plugin.config_schema import from_dict
+from prac_plugin.data.sources import BatchSource, augment_batch, load_data, resolve_normalization
+from prac_plugin.config.recipes import DataSection
+from prac_plugin.config.schema import from_dict
 
 
 def data_cfg(**kwargs) -> DataSection:
@@ -151,7 +151,7 @@ def test_decoded_images_are_cached_per_dataset_fingerprint(parquet_files, tmp_pa
     first = load_data(data_cfg(path="parquet", data_files=parquet_files, val_fraction=0.25, in_memory=True))
     entries = sorted((tmp_path / "cache" / "decoded").glob("*.safetensors"))
     assert len(entries) == 2  # train and test splits
-    import prac_plugin.engine.data as data_module
+    import prac_plugin.data.sources as data_module
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")

@@ -15,10 +15,11 @@ from torch import nn
 
 from prac_plugin import PracError
 from prac_plugin.cli import main as prac_cli
-from prac_plugin.masks import TicketMask, count_to_prune
-from prac_plugin.schedule_check import (
-    check_batch_size, check_cts_densities, check_ltr_schedule, cts_keep_count, ltr_counts, prunable_sizes,
-)
+from prac_plugin.tickets.masks import TicketMask, count_to_prune
+from prac_plugin.engine.schedule import check_batch_size
+from prac_plugin.strategies.cts.checks import check_cts_densities, cts_keep_count
+from prac_plugin.strategies.ltr.checks import check_ltr_schedule, ltr_counts
+from prac_plugin.tickets.checks import prunable_sizes
 
 from conftest import quick_recipe
 

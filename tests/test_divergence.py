@@ -9,7 +9,7 @@ import pytest
 
 import prac_plugin
 from prac_plugin import PracError
-from prac_plugin.recipes import parse_recipe
+from prac_plugin.config.recipes import parse_recipe
 
 from conftest import quick_recipe
 

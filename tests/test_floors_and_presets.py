@@ -8,7 +8,7 @@ import torch
 
 import prac_plugin
 from prac_plugin import PracError, TicketMask
-from prac_plugin.masks import keep_largest, keep_largest_per_tensor_floor, prunable_parameter_names
+from prac_plugin.tickets.masks import keep_largest, keep_largest_per_tensor_floor, prunable_parameter_names
 
 from conftest import quick_recipe
 

@@ -18,8 +18,8 @@ from timm.data import create_transform, resolve_data_config
 import prac_plugin
 from prac_plugin import TicketMask
 from prac_plugin.cli import main as prac_cli
-from prac_plugin.engine.builtin_datasets import digits
-from prac_plugin.hub_export import FILES, export_hub, push
+from prac_plugin.data.builtin import digits
+from prac_plugin.integrations.timm.hub_export import FILES, export_hub, push
 
 from conftest import quick_recipe
 

@@ -18,12 +18,7 @@ from safetensors.torch import save_file
 
 from prac_plugin import PracError
 from prac_plugin.cli import main
-from prac_plugin.selection.index_file import (
-    CHECKSUM_FIELD,
-    PracIndex,
-    content_sha256,
-    signature,
-)
+from prac_plugin.index_files.format import CHECKSUM_FIELD, PracIndex, content_sha256, signature
 
 from conftest import quick_recipe
 
@@ -186,8 +181,8 @@ def test_a_prac_runs_own_round_file_is_checked_against_the_training_labels(tmp_p
     the run trains on now (edited, or data changed before a resume) is refused instead of training on other rows."""
     from types import SimpleNamespace
 
-    from prac_plugin.rundir import RunDirectory
-    from prac_plugin.strategies.prac import _set_positions
+    from prac_plugin.rundir.folder import RunDirectory
+    from prac_plugin.strategies.prac.strategy import _set_positions
 
     split_rows = torch.tensor([0, 1, 3, 4, 7, 9])
     train = SimpleNamespace(row_ids=split_rows, labels=LABELS[split_rows])
@@ -205,7 +200,7 @@ def test_the_timm_hook_checks_stored_labels_without_a_new_argument(tiny_hfds, tm
     from timm.data import create_dataset
 
     import prac_plugin.timm
-    from prac_plugin.integrations.timm_data import dataset_identity
+    from prac_plugin.integrations.timm.data import dataset_identity
 
     dataset = create_dataset(f"hfds/{tiny_hfds['path']}", root=str(tiny_hfds["cache"]), split="train")
     identity, labels, names = dataset_identity(dataset, f"hfds/{tiny_hfds['path']}", "train")
@@ -321,10 +316,10 @@ def test_cli_inspect_names_the_format_and_checksum(tmp_path, capsys):
 def test_cli_run_with_an_index_whose_labels_differ_from_the_dataset(tmp_path, capsys):
     """`prac run` with data_selection.strategy index: the strategy's unchanged call to check_dataset compares the
     stored labels with digits' own (the file is otherwise valid: checksum, row count, label hash)."""
-    from prac_plugin.config_schema import from_dict
-    from prac_plugin.engine.data import load_data
-    from prac_plugin.recipes import DataSection
-    from prac_plugin.selection import dataset_signature
+    from prac_plugin.config.schema import from_dict
+    from prac_plugin.data.sources import load_data
+    from prac_plugin.config.recipes import DataSection
+    from prac_plugin.index_files.format import dataset_signature
 
     bundle = load_data(from_dict(DataSection, quick_recipe()["data"], "data"))
     rows = bundle.train.row_ids[:20].sort().values

@@ -10,8 +10,8 @@ from huggingface_hub import DatasetCard
 import prac_plugin
 from prac_plugin import PracError
 from prac_plugin.cli import main as prac_cli
-from prac_plugin.selection.index_file import PracIndex, describe
-from prac_plugin.selection.publish import push, stage
+from prac_plugin.index_files.format import PracIndex, describe
+from prac_plugin.index_files.publish import push, stage
 
 from conftest import quick_recipe
 

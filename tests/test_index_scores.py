@@ -15,10 +15,10 @@ from timm.data import create_dataset
 import prac_plugin
 import prac_plugin.timm
 from prac_plugin.cli import main as prac_cli
-from prac_plugin.engine.data import load_data, split_identity
-from prac_plugin.recipes import DataSection
-from prac_plugin.selection.index_file import PracIndex, dataset_signature
-from prac_plugin.selection.scores import keep, parse_rule
+from prac_plugin.data.sources import load_data, split_identity
+from prac_plugin.config.recipes import DataSection
+from prac_plugin.index_files.format import PracIndex, dataset_signature
+from prac_plugin.index_files.scores import keep, parse_rule
 
 from conftest import quick_recipe
 

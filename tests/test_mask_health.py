@@ -12,7 +12,7 @@ from conftest import install_strategy_package, quick_recipe
 
 CUTTING = '''
 from dataclasses import dataclass
-from prac_plugin.masks import TicketMask
+from prac_plugin.tickets.masks import TicketMask
 from prac_plugin.strategies import LevelPlan, StrategyOptions, TicketStrategy
 
 class CutFirstLayer(TicketStrategy):

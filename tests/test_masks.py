@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from prac_plugin import MaskEnforcer, PracError, TicketMask, prunable_parameter_names
-from prac_plugin.masks import count_to_prune
+from prac_plugin.tickets.masks import count_to_prune
 
 
 def test_prunable_names_are_conv_and_linear_weights_only(tiny_net):

@@ -1,10 +1,10 @@
-"""Tests for the lottery-ticket architectures registered in timm by prac_plugin.engine.models_lth."""
+"""Tests for the lottery-ticket architectures registered in timm by prac_plugin.models.lth."""
 import pytest
 import timm
 import torch
 import torch.nn as nn
 
-import prac_plugin.engine.models_lth  # noqa: F401  (registers the models)
+import prac_plugin.models.lth  # noqa: F401  (registers the models)
 
 ALL_MODELS = ["lenet_300_100", "cifar_resnet20", "cifar_resnet32", "cifar_resnet56", "cifar_vgg16"]
 CIFAR_MODELS = ["cifar_resnet20", "cifar_resnet32", "cifar_resnet56", "cifar_vgg16"]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import prac_plugin
-from prac_plugin.selection import PracIndex
+from prac_plugin.index_files.format import PracIndex
 
 from conftest import quick_recipe
 

@@ -6,7 +6,7 @@ import yaml
 
 import prac_plugin
 from prac_plugin import PracError
-from prac_plugin.rundir import RECIPE_FILE, RECIPE_RECORD
+from prac_plugin.rundir.folder import RECIPE_FILE, RECIPE_RECORD
 
 from conftest import quick_recipe
 

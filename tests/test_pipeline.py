@@ -91,8 +91,8 @@ def test_resume_continues_after_last_completed_level(finished_run, tmp_path):
     (copy / "level_02" / "metrics.json").unlink()  # as if killed during level 2
     before = {p: (copy / p).stat().st_mtime_ns for p in ("level_00/weights.safetensors", "level_01/weights.safetensors", "rewind.safetensors")}
     messages = []
-    from prac_plugin.pipeline import run_recipe
-    from prac_plugin.recipes import parse_recipe
+    from prac_plugin.engine.run_loop import run_recipe
+    from prac_plugin.config.recipes import parse_recipe
 
     rows = run_recipe(parse_recipe(quick_recipe()), str(copy), log=messages.append)
     assert any("levels 0..1 already complete" in m for m in messages)
@@ -215,7 +215,7 @@ def test_torch_compile_and_channels_last_switches(tmp_path):
 
 
 def test_mixed_precision_follows_the_launcher_unless_the_recipe_says_otherwise(monkeypatch):
-    from prac_plugin.engine.setup import effective_precision
+    from prac_plugin.engine.engine import effective_precision
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
     assert effective_precision("no") == "bf16" and effective_precision("bf16") == "bf16"
@@ -250,7 +250,7 @@ def test_written_files_follow_the_umask_so_shared_run_folders_stay_readable(fini
     import os
     import stat
 
-    from prac_plugin.io import _FILE_MODE
+    from prac_plugin.rundir.files import _FILE_MODE
 
     files = [p for p in finished_run[0].rglob("*") if p.is_file()]
     assert files and _FILE_MODE & 0o044  # the usual 022 umask: readable by group and others

@@ -9,10 +9,11 @@ import yaml
 import prac_plugin
 from prac_plugin import PracError
 from prac_plugin.cli import main
-from prac_plugin.config_schema import from_dict
-from prac_plugin.engine.data import load_data
-from prac_plugin.recipes import DataSection
-from prac_plugin.selection import PracIndex, dataset_signature
+from prac_plugin.config.schema import from_dict
+from prac_plugin.data.sources import load_data
+from prac_plugin.config.recipes import DataSection
+from prac_plugin.index_files.format import PracIndex
+from prac_plugin.index_files.format import dataset_signature
 
 from conftest import quick_recipe
 

@@ -7,9 +7,10 @@ import torch
 from safetensors.torch import save_file
 
 from prac_plugin import PracError
-from prac_plugin.selection import ForgettingTracker, PracIndex
-from prac_plugin.selection.disagreement import predictions
-from prac_plugin.selection.index_file import compare, describe, labels_sha256, resolve_path
+from prac_plugin.strategies.prac.forgetting import ForgettingTracker
+from prac_plugin.index_files.format import PracIndex
+from prac_plugin.strategies.prac.disagreement import predictions
+from prac_plugin.index_files.format import compare, describe, labels_sha256, resolve_path
 
 
 def feed(tracker, sequence):
@@ -217,7 +218,7 @@ def test_compare_overlap_jaccard_and_classes():
 
 
 def test_early_bird_stops_after_a_window_of_stable_masks(tiny_net):
-    from prac_plugin.selection.early_bird import EarlyBird
+    from prac_plugin.strategies.prac.early_bird import EarlyBird
 
     bird = EarlyBird(fraction=0.2, eps=0.08, window=3, ignore=["fc"])
     assert [bird(epoch, tiny_net) for epoch in range(1, 5)] == [False, False, False, True]  # 3 zero distances
@@ -256,7 +257,7 @@ def test_per_process_trackers_combine_to_the_single_process_statistics():
 def test_early_bird_distance_counts_changed_decisions_among_the_remaining_weights():
     """At density 0.1 (100 of 1,000 weights left), masks whose remaining weights differ in 10 decisions are 0.1
     apart, not 0.01: a distance over all weights would be density times too small and stop far too early."""
-    from prac_plugin.selection.early_bird import EarlyBird, mask_distance
+    from prac_plugin.strategies.prac.early_bird import EarlyBird, mask_distance
 
     previous = torch.zeros(1000, dtype=torch.bool)
     previous[:80] = True  # of the 100 remaining weights (positions 0..99), 80 would be kept

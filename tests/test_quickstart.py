@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from prac_plugin.cli import main as prac_cli
-from prac_plugin.quickstart import QUICKSTART_RECIPE, quickstart
-from prac_plugin.rundir import RunDirectory
+from prac_plugin.cli.quickstart import quickstart
+from prac_plugin.config.starter import QUICKSTART_RECIPE
+from prac_plugin.rundir.folder import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,5 +46,5 @@ def test_the_recipe_file_is_the_quickstarts_full_data_run():
 
 def test_the_command_is_in_the_cli(monkeypatch, tmp_path):
     called = {}
-    monkeypatch.setattr("prac_plugin.quickstart.quickstart", lambda output: called.setdefault("output", output))
+    monkeypatch.setattr("prac_plugin.cli.quickstart.quickstart", lambda output: called.setdefault("output", output))
     assert prac_cli(["quickstart", "--output", str(tmp_path / "q")]) == 0 and called["output"] == str(tmp_path / "q")

@@ -12,9 +12,9 @@ import yaml
 
 import prac_plugin
 from prac_plugin.cli import main as prac_cli
-from prac_plugin.recipe_docs import HELP, describe, example, examples, section_class
-from prac_plugin.recipes import apply_overrides, parse_recipe
-from prac_plugin.strategies import registry
+from prac_plugin.config.docs import HELP, describe, example, examples, section_class
+from prac_plugin.config.recipes import apply_overrides, parse_recipe
+from prac_plugin import registry
 from prac_plugin.strategies.base import StrategyOptions, TicketStrategy
 
 ROOT = Path(__file__).resolve().parents[1]

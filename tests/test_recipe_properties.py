@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prac_plugin import PracError
-from prac_plugin.recipes import SECTIONS, DataSection, ModelSection, Recipe, RunSection, TrainSection, apply_overrides, load_recipe, parse_recipe
-from prac_plugin.strategies import registry
+from prac_plugin.config.recipes import SECTIONS, DataSection, ModelSection, Recipe, RunSection, TrainSection, apply_overrides, load_recipe, parse_recipe
+from prac_plugin import registry
 
 from conftest import quick_recipe
 

@@ -5,8 +5,8 @@ import pytest
 
 import prac_plugin
 from prac_plugin import PracError, parse_recipe
-from prac_plugin.recipes import apply_overrides, dump_recipe, load_recipe
-from prac_plugin.strategies import registry
+from prac_plugin.config.recipes import apply_overrides, dump_recipe, load_recipe
+from prac_plugin import registry
 
 from conftest import install_strategy_package, quick_recipe
 

@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 import prac_plugin
-from prac_plugin.checkpoint import CheckpointPolicy
+from prac_plugin.config.recipes import CheckpointPolicy
 from prac_plugin.errors import PracError
 
 from conftest import quick_recipe

@@ -4,7 +4,7 @@ import pytest
 
 from prac_plugin import PracError, RewindPoint
 from prac_plugin.engine.schedule import lr_factor
-from prac_plugin.rewind import resolve_rewind_step
+from prac_plugin.tickets.rewind import resolve_rewind_step
 
 
 @pytest.mark.parametrize(

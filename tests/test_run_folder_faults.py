@@ -18,9 +18,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import prac_plugin
-from prac_plugin.checkpoint import LevelCheckpoints
+from prac_plugin.engine.checkpoint import LevelCheckpoints
 from prac_plugin.cli import main as prac_cli
-from prac_plugin.runlock import LOCK_NAME
+from prac_plugin.rundir.lock import LOCK_NAME
 
 from conftest import quick_recipe
 
@@ -130,7 +130,7 @@ class _FullDisk:
 
 def test_a_full_disk_under_torch_save_is_one_line_naming_the_file(finished_run, tmp_path, monkeypatch, capsys):
     """torch's writer turns ENOSPC into an inline_container RuntimeError; the line names the file and the cause."""
-    import prac_plugin.io as io_module
+    import prac_plugin.rundir.files as io_module
 
     monkeypatch.setattr(io_module, "open", lambda path, mode: _FullDisk(open(path, mode), 2000), raising=False)
     run = tmp_path / "run"
@@ -150,7 +150,7 @@ def test_a_full_disk_under_safetensors_is_one_line_naming_the_file(finished_run,
     def full(*args, **kwargs):  # the error safetensors' Rust writer raises on a full disk (seen on a small tmpfs)
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full)  # the writer prac_plugin.io calls
+    monkeypatch.setattr(safetensors.torch, "save_file", full)  # the writer prac_plugin.rundir.files calls
     line = one_error_line(capsys, ["run", str(finished_run[0]), "-o", str(tmp_path / "run")])
     assert f"cannot write {str(tmp_path / 'run' / 'init.safetensors')!r}: No space left on device" in line, line
 
@@ -161,7 +161,7 @@ def test_a_write_that_fails_without_a_file_name_names_the_file(finished_run, tmp
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(*(("pathlib.Path.write_text", no_space) if target == "text" else ("prac_plugin.runlock.os.pwrite", no_space)))
+    monkeypatch.setattr(*(("pathlib.Path.write_text", no_space) if target == "text" else ("prac_plugin.rundir.lock.os.pwrite", no_space)))
     line = one_error_line(capsys, ["run", str(finished_run[0]), "-o", str(tmp_path / "run")])
     name = "recipe.yaml" if target == "text" else LOCK_NAME
     assert f"cannot write {str(tmp_path / 'run' / name)!r}: No space left on device" in line, line
@@ -265,7 +265,7 @@ def test_after_sigint_the_line_says_the_level_resumes_from_its_checkpoint(finish
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("prac_plugin.pipeline.run_recipe", interrupted)
+    monkeypatch.setattr("prac_plugin.engine.run_loop.run_recipe", interrupted)
     assert prac_cli(["run", str(finished_run[0]), "-o", "unused"]) == 130
     err = capsys.readouterr().err.strip()
     assert "running level resumes from its newest checkpoint" in err and "after the last completed level" not in err, err
@@ -289,8 +289,8 @@ def test_an_fp16_mask_in_the_newest_checkpoint_falls_back_to_the_one_before(tmp_
     mask = load_file(newest / "mask.safetensors")
     save_file({k: v.half() for k, v in mask.items()}, newest / "mask.safetensors")
     messages = []
-    from prac_plugin.pipeline import run_recipe
-    from prac_plugin.recipes import parse_recipe
+    from prac_plugin.engine.run_loop import run_recipe
+    from prac_plugin.config.recipes import parse_recipe
 
     run_recipe(parse_recipe(recipe), str(run), log=messages.append)
     assert any(f"checkpoint {newest.name} is unreadable" in m and "float16" in m for m in messages), messages
@@ -303,7 +303,7 @@ def test_report_reads_a_run_it_cannot_write(run_copy, monkeypatch, capsys):
     def read_only(path):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr("prac_plugin.runlock._open_locked", read_only)
+    monkeypatch.setattr("prac_plugin.rundir.lock._open_locked", read_only)
     before = snapshot(run_copy)
     capsys.readouterr()
     assert prac_cli(["report", str(run_copy)]) == 0

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import prac_plugin
-from prac_plugin.checkpoint import LevelCheckpoints
+from prac_plugin.engine.checkpoint import LevelCheckpoints
 from prac_plugin.cli import main as prac_cli
 from prac_plugin.errors import PracError
-from prac_plugin.rundir import METRIC_FIELDS, check_level_metrics
+from prac_plugin.rundir.folder import METRIC_FIELDS, check_level_metrics
 
 from conftest import quick_recipe
 
@@ -93,8 +93,8 @@ def test_a_damaged_meta_json_in_the_newest_checkpoint_falls_back_to_the_one_befo
     (newest / "meta.json").write_bytes(b"\xff\x00 not json")
     monkeypatch.setattr(LevelCheckpoints, "save", real_save)
     messages = []
-    from prac_plugin.pipeline import run_recipe
-    from prac_plugin.recipes import parse_recipe
+    from prac_plugin.engine.run_loop import run_recipe
+    from prac_plugin.config.recipes import parse_recipe
 
     run_recipe(parse_recipe(recipe), str(run), log=messages.append)
     assert any(f"checkpoint {newest.name} is unreadable (its meta.json is damaged)" in m for m in messages), messages

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prac_plugin import runlock
+from prac_plugin.rundir import lock as runlock
 from prac_plugin.cli import main
 from prac_plugin.errors import PracError
-from prac_plugin.rundir import RunDirectory
-from prac_plugin.runlock import LOCK_NAME, run_lock
+from prac_plugin.rundir.folder import RunDirectory
+from prac_plugin.rundir.lock import LOCK_NAME, run_lock
 
 from conftest import quick_recipe
 
@@ -26,7 +26,7 @@ FAST_IMPORT = textwrap.dedent(f"""
     package = types.ModuleType("prac_plugin")
     package.__path__ = [{str(Path(runlock.__file__).parent)!r}]
     sys.modules["prac_plugin"] = package
-    from prac_plugin.runlock import run_lock
+    from prac_plugin.rundir.lock import run_lock
 """)
 HOLDER = FAST_IMPORT + textwrap.dedent("""
     with run_lock(sys.argv[1]):

@@ -14,10 +14,8 @@ from torch import nn
 import prac_plugin
 from prac_plugin import PracError, load_structured_ticket
 from prac_plugin.cli import main
-from prac_plugin.structured.channels import (
-    ChannelPruning, attention_modules, count_macs_params, layer_widths, prune_level, replay,
-)
-from prac_plugin.structured.latency import fold_batchnorm, latency_report
+from prac_plugin.strategies.structured.channels import ChannelPruning, attention_modules, count_macs_params, layer_widths, prune_level, replay
+from prac_plugin.strategies.structured.latency import fold_batchnorm, latency_report
 
 from conftest import quick_recipe
 
@@ -312,7 +310,7 @@ def test_rewind_weights_are_the_start_of_each_level(structured_run):
 
 
 def _evaluate(model: nn.Module, recipe: dict, normalization: dict) -> float:
-    from prac_plugin.engine.data import BatchSource, load_data
+    from prac_plugin.data.sources import BatchSource, load_data
 
     cfg = prac_plugin.parse_recipe(recipe).data
     data = load_data(cfg)

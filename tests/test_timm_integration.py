@@ -17,14 +17,9 @@ import prac_plugin
 import prac_plugin.timm
 from prac_plugin import PracError, TicketMask
 from prac_plugin.cli import main as prac_cli
-from prac_plugin.integrations.timm_data import (
-    IdFastCollateMixup,
-    IdMixup,
-    pack_mixed,
-    unpack,
-)
-from prac_plugin.integrations.timm_task import PracTask
-from prac_plugin.rundir import RunDirectory
+from prac_plugin.integrations.timm.data import IdFastCollateMixup, IdMixup, pack_mixed, unpack
+from prac_plugin.integrations.timm.task import PracTask
+from prac_plugin.rundir.folder import RunDirectory
 
 N_TRAIN, N_VAL, CLASSES, SIZE = 256, 64, 4, 16
 
@@ -70,7 +65,7 @@ def test_ids_travel_exactly_and_correctness_counts_against_the_hard_label(data):
 def test_fast_collate_mixup_half_mode_keeps_the_first_half_ids():
     collate = prac_plugin.timm.TimmHook(torch.nn.Linear(1, 1))  # inert: nothing wrapped
     assert collate.wrap("dataset", "collate", "mixup") == ("dataset", "collate", "mixup")
-    from prac_plugin.integrations.timm_data import carry_ids
+    from prac_plugin.integrations.timm.data import carry_ids
 
     fast = carry_ids(FastCollateMixup(mixup_alpha=1.0, mode="half", label_smoothing=0.0, num_classes=CLASSES))
     assert isinstance(fast, IdFastCollateMixup) and fast.mode == "half"
@@ -130,7 +125,7 @@ def test_import_name_does_not_shadow_timm():
     import timm
 
     assert "site-packages" in timm.__file__ or "prac_plugin" not in timm.__file__
-    assert prac_plugin.timm.hook is prac_plugin.integrations.timm.hook
+    assert prac_plugin.timm.hook is prac_plugin.integrations.timm.hook.hook
 
 
 

@@ -27,9 +27,9 @@ import prac_plugin
 import prac_plugin.timm
 from prac_plugin import TicketMask
 from prac_plugin.cli import main as prac_cli
-from prac_plugin.rundir import RunDirectory
-from prac_plugin.selection.index_file import PracIndex, signature
-from prac_plugin.selection.prac_set import critical_set, prune_disagreement
+from prac_plugin.rundir.folder import RunDirectory
+from prac_plugin.index_files.format import PracIndex, signature
+from prac_plugin.strategies.prac.sets import critical_set, prune_disagreement
 
 from conftest import coloured_images
 

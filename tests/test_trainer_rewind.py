@@ -6,12 +6,12 @@ import torch
 from accelerate import Accelerator
 
 from prac_plugin import MaskEnforcer, TicketMask
-from prac_plugin.config_schema import from_dict
-from prac_plugin.engine.data import BatchSource, load_data, resolve_normalization
+from prac_plugin.config.schema import from_dict
+from prac_plugin.data.sources import BatchSource, load_data, resolve_normalization
 from prac_plugin.engine.schedule import lr_factor
 from prac_plugin.engine.trainer import LevelSchedule, Trainer, create_optimizer
-from prac_plugin.io import state_to_cpu
-from prac_plugin.recipes import DataSection, TrainSection
+from prac_plugin.rundir.files import state_to_cpu
+from prac_plugin.config.recipes import DataSection, TrainSection
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..io import atomic_write_json, atomic_write_text
-from ..report import pyplot, run_summary, save_figure
-from ..rundir import FORMAT_VERSION, RESULT_AFFECTING_SECTIONS
-from ..strategies import registry
+from ..rundir.files import atomic_write_json, atomic_write_text
+from ..rundir.report import pyplot, run_summary, save_figure
+from ..rundir.folder import FORMAT_VERSION, RESULT_AFFECTING_SECTIONS
+from .. import registry
 from .full_data import read_result as full_data_result
-from .runs import completed_run
+from ..rundir.completed import completed_run
 
 SEED_KEYS = (("train", "seed"), ("data_selection", "seed"), ("data_selection", "sizes_from"))
 CSV_COLUMNS = [

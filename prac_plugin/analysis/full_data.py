@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import PracError
-from ..io import atomic_write_json
-from ..recipes import parse_recipe
-from ..rundir import FORMAT_VERSION, RunDirectory
-from .retrain import Retrainer, require_analysis
-from .runs import completed_run, require_files
+from ..rundir.files import atomic_write_json
+from ..config.recipes import parse_recipe
+from ..rundir.folder import FORMAT_VERSION, RunDirectory
+from ..engine.retrain import Retrainer, require_analysis
+from ..rundir.completed import completed_run, require_files
 
 def result_path(run_path: str | Path, level: int) -> Path:
     return RunDirectory(Path(run_path)).analysis_path("full_data", level, ".json")

@@ -20,11 +20,11 @@ from typing import Callable, Optional
 import torch
 
 from ..errors import PracError
-from ..io import atomic_write_json, atomic_write_text
-from ..masks import TicketMask, keep_largest
-from ..rundir import FORMAT_VERSION
-from .retrain import Retrainer, require_analysis
-from .runs import chosen_level, require_files
+from ..rundir.files import atomic_write_json, atomic_write_text
+from ..tickets.masks import TicketMask, keep_largest
+from ..rundir.folder import FORMAT_VERSION
+from ..engine.retrain import Retrainer, require_analysis
+from ..rundir.completed import chosen_level, require_files
 
 CHECKS = {
     "random": "random pruning at the same per-layer densities",

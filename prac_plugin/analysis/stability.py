@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from ..errors import PracError
-from ..io import atomic_write_json
-from ..report import pyplot, save_figure
-from ..rundir import FORMAT_VERSION
-from .retrain import STARTS, Retrainer, require_analysis
-from .runs import chosen_level, require_files
+from ..rundir.files import atomic_write_json
+from ..rundir.report import pyplot, save_figure
+from ..rundir.folder import FORMAT_VERSION
+from ..engine.retrain import STARTS, Retrainer, require_analysis
+from ..rundir.completed import chosen_level, require_files
 
 State = dict[str, torch.Tensor]
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..compat.accelerate_private import autocast_forward_removed
-from .capturable import capturable, is_capturable  # noqa: F401  (capturable: re-exported for observers)
+from ..strategies.capturable import capturable, is_capturable  # noqa: F401  (capturable: re-exported for observers)
 from ..compat.torch_private import batchnorm_types
 from ..errors import PracError
 

@@ -18,8 +18,8 @@ from typing import Optional
 
 import torch
 
-from ..masks import TicketMask
-from .batchnorm import batch_statistics
+from ..tickets.masks import TicketMask
+from ..models.batchnorm import batch_statistics
 
 SHOWN_LAYERS = 4  # empty tensors named in the warning line; metrics list them all
 

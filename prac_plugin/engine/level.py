@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 
-from ..checkpoint import Checkpoint, LevelCheckpoints, rng_state, set_rng_state
+from .checkpoint import Checkpoint, LevelCheckpoints, rng_state, set_rng_state
 from ..compat.accelerate_private import release_optimizer
 from ..errors import PracError
-from ..io import state_to_cpu
-from ..masks import MaskEnforcer, TicketMask
-from ..rewind import RewindPoint, resolve_rewind_step
-from ..rundir import RunDirectory
+from ..rundir.files import state_to_cpu
+from ..tickets.masks import MaskEnforcer, TicketMask
+from ..tickets.rewind import RewindPoint, resolve_rewind_step
+from ..rundir.folder import RunDirectory
 from ..strategies.base import SIZE_KEYS, LevelPlan, StartPoint
 from .health import MaskHealth, chance_ceiling, empty_layers, start_point_accuracy
-from .setup import Engine
+from .engine import Engine
 from .trainer import DivergedError, LevelSchedule, Trainer, TrainProgress, TrainResult, create_optimizer
 
 if TYPE_CHECKING:

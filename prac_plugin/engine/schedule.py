@@ -1,4 +1,5 @@
-"""Learning-rate schedules as pure functions of the optimizer step.
+"""A level's length and learning rate: the step budget of a level, and the learning rate as a pure function of
+the optimizer step.
 
 A pure function makes rewinding exact: training resumed at step k gets the learning rate it had at step k.
 """
@@ -6,6 +7,11 @@ A pure function makes rewinding exact: training resumed at step k gets the learn
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
+
+from ..data.sources import num_batches
+from ..errors import PracError
 
 SCHEDULES = ("constant", "step", "cosine")
 
@@ -37,3 +43,67 @@ def lr_factor(
     else:
         raise ValueError(f"unknown schedule {schedule!r}")
     return warm * factor
+
+
+def check_batch_size(batch_size: int, examples: int, num_processes: int = 1) -> None:
+    """Refuse a training batch larger than the examples level 0 trains on, or one that leaves a process an empty
+    share of a batch (a batch is split between processes; an empty share makes a NaN loss late in the epoch)."""
+    if batch_size > examples:
+        raise PracError(
+            f"train.batch_size = {batch_size:,} is larger than the {examples:,} training examples level 0 trains on; "
+            f"allowed: 1 to {examples:,}"
+        )
+    if num_processes > 1:
+        if batch_size < num_processes:
+            raise PracError(
+                f"train.batch_size = {batch_size} is smaller than the {num_processes} processes, each of which needs "
+                f"examples in every batch; allowed: {num_processes} to {examples:,}"
+            )
+        last = examples % batch_size
+        if 0 < last < num_processes:
+            raise PracError(
+                f"train.batch_size = {batch_size:,} leaves a last batch of {last} of the {examples:,} training examples "
+                f"for {num_processes} processes, so one would get none; choose a batch size whose last batch is full "
+                f"or holds at least {num_processes}"
+            )
+
+
+BUDGETS = ("linear", "quadratic", "none")
+
+
+@dataclass
+class LevelSchedule:
+    """Length of one level's training.
+
+    ``steps_per_epoch`` is one pass over the level's examples; the learning-rate schedule spans
+    ``total_steps`` as ``epochs`` schedule-epochs, so milestones fall at the same fraction of every level.
+    """
+
+    steps_per_epoch: int
+    total_steps: int
+    epochs: float
+
+    @property
+    def schedule_epoch_steps(self) -> float:
+        return self.total_steps / self.epochs
+
+    @classmethod
+    def for_examples(cls, num_examples: int, batch_size: int, epochs: int, full_examples: Optional[int] = None,
+                     budget: str = "linear") -> "LevelSchedule":
+        """Training on ``num_examples`` of ``full_examples``, the step budget scaled by their ratio.
+
+        ``linear`` (PrAC paper): the same epochs over fewer examples, steps scale with |P|/|D|;
+        ``quadratic`` (PrAC reference code): the epochs shrink too, steps scale with (|P|/|D|)^2;
+        ``none``: the full-data step count, i.e. more passes over the subset.
+        """
+        if budget not in BUDGETS:
+            raise ValueError(f"unknown budget scaling {budget!r}")
+        spe = num_batches(num_examples, batch_size)
+        full = full_examples or num_examples
+        if budget == "none":
+            total = num_batches(full, batch_size) * epochs
+        elif budget == "quadratic":
+            total = max(1, round(spe * epochs * num_examples / full))
+        else:
+            total = spe * epochs
+        return cls(spe, total, epochs)

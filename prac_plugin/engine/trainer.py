@@ -22,60 +22,19 @@ from accelerate.utils import DistributedType
 from timm.optim import create_optimizer_v2
 from tqdm.auto import tqdm
 
-from ..checkpoint import CheckpointPolicy
+from .checkpoint import CheckpointPolicy
 from ..compat.accelerate_private import unwrapped_optimizer
 from ..compat.torch_private import is_compiled_module
 from ..errors import PracError
-from ..masks import MaskEnforcer
-from ..recipes import TrainSection
+from ..tickets.masks import MaskEnforcer
+from ..config.recipes import TrainSection
 from .captured import CapturedStep, GraphDecision, decide, require
-from .data import BatchSource, num_batches
-from .schedule import lr_factor
+from ..data.sources import BatchSource
+from .schedule import LevelSchedule, lr_factor
 
 BatchObserver = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 StepCallback = Callable[[torch.nn.Module, torch.optim.Optimizer], None]
 EpochHook = Callable[[int, torch.nn.Module], bool]  # (epochs done, model) -> stop the level now?
-
-
-BUDGETS = ("linear", "quadratic", "none")
-
-
-@dataclass
-class LevelSchedule:
-    """Length of one level's training.
-
-    ``steps_per_epoch`` is one pass over the level's examples; the learning-rate schedule spans
-    ``total_steps`` as ``epochs`` schedule-epochs, so milestones fall at the same fraction of every level.
-    """
-
-    steps_per_epoch: int
-    total_steps: int
-    epochs: float
-
-    @property
-    def schedule_epoch_steps(self) -> float:
-        return self.total_steps / self.epochs
-
-    @classmethod
-    def for_examples(cls, num_examples: int, batch_size: int, epochs: int, full_examples: Optional[int] = None,
-                     budget: str = "linear") -> "LevelSchedule":
-        """Training on ``num_examples`` of ``full_examples``, the step budget scaled by their ratio.
-
-        ``linear`` (PrAC paper): the same epochs over fewer examples, steps scale with |P|/|D|;
-        ``quadratic`` (PrAC reference code): the epochs shrink too, steps scale with (|P|/|D|)^2;
-        ``none``: the full-data step count, i.e. more passes over the subset.
-        """
-        if budget not in BUDGETS:
-            raise ValueError(f"unknown budget scaling {budget!r}")
-        spe = num_batches(num_examples, batch_size)
-        full = full_examples or num_examples
-        if budget == "none":
-            total = num_batches(full, batch_size) * epochs
-        elif budget == "quadratic":
-            total = max(1, round(spe * epochs * num_examples / full))
-        else:
-            total = spe * epochs
-        return cls(spe, total, epochs)
 
 
 @dataclass

@@ -1,11 +1,14 @@
-"""Strategies: ticket search (which weights) and data selection (which examples), looked up by name."""
+"""Strategies: ticket search (which weights) and data selection (which examples), one folder per method.
 
-from . import cts, data_selection, ltr, prac, structured  # noqa: F401  (register the built-ins)
+The contract every strategy implements is in ``base.py``; built-ins and plugins alike are found by name through
+the registry (``prac_plugin.registry``) from their entry points, so nothing here imports a method.
+"""
+
+from ..registry import ENTRY_POINT_GROUP, available, get, register
 from .base import (
     DataSelectionStrategy, LevelPlan, PreviousLevel, SelectionContext, StartPoint, StrategyOptions, TicketContext,
     TicketStrategy, TicketTraits,
 )
-from .registry import ENTRY_POINT_GROUP, available, get, register
 
 __all__ = [
     "DataSelectionStrategy", "LevelPlan", "PreviousLevel", "SelectionContext", "StartPoint", "StrategyOptions", "TicketContext",

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 import torch
 
 if TYPE_CHECKING:
-    from ..engine.data import BatchSource, Split
-    from ..masks import TicketMask
-    from ..rundir import RunDirectory
+    from ..data.sources import BatchSource, Split
+    from ..tickets.masks import TicketMask
+    from ..rundir.folder import RunDirectory
 
 ANALYSES = {
     "sanity": "sanity checks",

@@ -1,0 +1,381 @@
+"""The run directory: every path inside a run folder is named here, and only here.
+
+Layout::
+
+    recipe.yaml             resolved recipe (what makes the run; compared on re-run)
+    .recipe_started.yaml    the same recipe, as the run started: a recipe.yaml edited after results exist is refused
+    init.safetensors        weights at initialization
+    rewind.safetensors      weights at the rewind point (+ rewind.json: its step)
+    rewind_optimizer.pt     optimizer state at the rewind point (when the recipe rewinds it)
+    level_NN/mask.safetensors, weights.safetensors, metrics.json   (metrics.json is written last)
+    level_NN/structure.json the compact architecture of a structured ticket
+    prac/round_NN.prac.safetensors, prac/dense_predictions.safetensors, prac_set.prac.safetensors
+    checkpoints/            mid-level checkpoints (layout inside: `prac_plugin.engine.checkpoint`)
+    sanity/, stability/, full_data/   analyses of levels
+    summary.json, summary.csv, summary.md, curve.png
+    .prac.lock              held by the process working in the folder (see runlock.py)
+
+A level is complete when its ``metrics.json`` exists; a re-run continues after the last complete level. Weights or
+a mask without metrics are an incomplete level, which analyses refuse and a re-run computes again. Weights read
+back are checked finite: a run never saves NaN or infinities, so any there are damage.
+Every JSON file the package writes carries ``format_version`` = `FORMAT_VERSION`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import yaml
+
+from ..errors import PracError, shown
+from .files import atomic_save_safetensors, atomic_save_torch, atomic_write_json, atomic_write_text, load_safetensors
+from .lock import LOCK_NAME  # the run's lock file is not content
+
+RESULT_AFFECTING_SECTIONS = ("model", "data", "train", "ticket", "data_selection")
+FORMAT_VERSION = 1
+
+RECIPE_FILE = "recipe.yaml"
+RECIPE_RECORD = ".recipe_started.yaml"  # recipe.yaml is the user's to read, and to edit by mistake; this keeps what ran
+MASK_FILE = "mask.safetensors"
+WEIGHTS_FILE = "weights.safetensors"
+METRICS_FILE = "metrics.json"
+STRUCTURE_FILE = "structure.json"
+REWIND_OPTIMIZER_FILE = "rewind_optimizer.pt"
+CHECKPOINTS = "checkpoints"
+PRAC_FOLDER = "prac"
+INDEX_SUFFIX = ".prac.safetensors"
+FINAL_SET = "prac_set" + INDEX_SUFFIX
+ANALYSES = ("sanity", "stability", "full_data")
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file the package wrote; unreadable, non-UTF-8 or malformed content is one `PracError`."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise PracError(f"{what} {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise PracError(f"{what} {str(path)!r} cannot be read ({exc.__class__.__name__}): the file is damaged") from None
+
+
+_NUMBER = (int, float)
+# field -> (types, required, lower bound): what every metrics.json since format_version 1 holds
+METRIC_FIELDS: dict[str, tuple[tuple, bool, Optional[float]]] = {
+    "format_version": ((int,), True, 1),
+    "level": ((int,), True, 0),
+    "weights_remaining_pct": (_NUMBER, True, 0),
+    "optimizer_steps": ((int,), True, 0),
+    "examples_seen": ((int,), True, 0),
+    "full_data_steps": ((int,), True, 0),
+    "wall_time_s": (_NUMBER, True, 0),
+    "test_acc": (_NUMBER + (type(None),), False, 0),
+    "val_acc": (_NUMBER + (type(None),), False, 0),
+    "selection_forward_passes": ((int,), False, 0),
+    "layers": ((list,), False, None),
+    "history": ((list,), False, None),
+}
+
+
+def check_level_metrics(metrics: Any, path: Path, level: int) -> dict:
+    """``metrics`` if it holds every field readers use, with the right types; else a `PracError` naming the field."""
+    where = str(path)
+    if not isinstance(metrics, dict):
+        raise PracError(f"level metrics {where!r} hold {type(metrics).__name__}, not a JSON object: the file is damaged")
+    if "format_version" not in metrics:
+        raise PracError(f"{where!r} has no format_version: written by an older prac_plugin; re-run its recipe into a new directory")
+    for name, (types, required, lowest) in METRIC_FIELDS.items():
+        if name not in metrics:
+            if required:
+                raise PracError(f"level metrics {where!r} have no {name!r}: the file is damaged (summaries would count it as 0)")
+            continue
+        value = metrics[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise PracError(f"level metrics {where!r}: {name} = {value!r} should be {' or '.join(t.__name__ for t in types)}")
+        if lowest is not None and isinstance(value, _NUMBER) and not value >= lowest:
+            raise PracError(f"level metrics {where!r}: {name} = {value!r} should be at least {lowest}")
+    if metrics["format_version"] > FORMAT_VERSION:
+        raise PracError(f"level metrics {where!r} have format_version {metrics['format_version']}, newer than this "
+                        f"prac_plugin reads ({FORMAT_VERSION}); upgrade prac_plugin")
+    if metrics["level"] != level:
+        raise PracError(f"level metrics {where!r} say level {metrics['level']}, not {level}: files were moved between levels")
+    return metrics
+
+
+def level_name(level: int) -> str:
+    return f"level_{level:02d}"
+
+
+def prac_round_path(run_path: str | Path, level: int) -> Path:
+    """The PrAC set selected after ``level`` in the run at ``run_path`` (a random baseline reads its sizes)."""
+    return Path(run_path) / PRAC_FOLDER / f"round_{level:02d}{INDEX_SUFFIX}"
+
+
+def first_difference(a: Any, b: Any, prefix: str = "") -> Optional[tuple[str, Any, Any]]:
+    """The first key (dotted) whose values differ between two nested mappings, with both values; None if equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            found = first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+            if found:
+                return found
+        return None
+    return None if a == b else (prefix, a, b)
+
+
+# Keys added to the recipe after run folders were made with the behaviour they now name: a stored recipe without
+# one ran with this value, so an old folder resumes when the value is the same and is "a different run" when not
+# (an old CTS run searched with frozen running statistics: resuming it under the new default would mix methods).
+ADDED_KEYS = {
+    ("ticket", "batchnorm"): "running",
+    ("ticket", "min_per_layer"): 0,
+    ("data_selection", "early_bird"): False,
+    ("data_selection", "early_bird_eps"): 0.08,
+    ("data_selection", "early_bird_window"): 5,
+    ("data_selection", "preset"): None,
+}
+# How a step is executed, not what it computes (the captured step gives the eager step's numbers): not compared.
+EXECUTION_KEYS = {("train", "cuda_graphs")}
+
+
+def _result_sections(recipe: dict, current: Optional[dict] = None) -> dict:
+    """The result-affecting sections of ``recipe``, without execution keys; with ``current`` (the recipe it is
+    compared with), keys added since ``recipe`` was written read as the behaviour before they existed."""
+    sections = {k: dict(recipe[k]) if isinstance(recipe.get(k), dict) else recipe.get(k) for k in RESULT_AFFECTING_SECTIONS}
+    for section, key in EXECUTION_KEYS:
+        if isinstance(sections.get(section), dict):
+            sections[section].pop(key, None)
+    for (section, key), before in ADDED_KEYS.items():
+        now = (current or {}).get(section)
+        if isinstance(now, dict) and key in now and isinstance(sections.get(section), dict):
+            sections[section].setdefault(key, before)
+    return sections
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], what: str, path: Path) -> dict[str, torch.Tensor]:
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise PracError(f"{what} {str(path)!r}: {name} holds NaN or infinite values, which a run never saves: the file is "
+                            "damaged; restore it, or run the recipe into a new folder")
+    return tensors
+
+
+class RunDirectory:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._replace = False  # `open` found another recipe in a folder without results
+
+    @classmethod
+    def open(cls, path: str | Path, recipe_dict: dict) -> "RunDirectory":
+        """Check that ``path`` is free or holds the same recipe; `create` writes it once the run is validated."""
+        run = cls(Path(path))
+        run._recipe = recipe_dict
+        recipe_file = run.path / RECIPE_FILE
+        if recipe_file.is_file():
+            existing = run._read_recipe()
+            results = run.holds_results()
+            if results:
+                run._check_record(existing)  # results computed with another recipe than the file now says
+            difference = first_difference(_result_sections(existing, recipe_dict), _result_sections(recipe_dict))
+            if difference and not results:
+                run._replace = True  # nothing was computed with the old recipe (e.g. level 0 diverged): take the new one
+            elif difference:
+                key, theirs, mine = difference
+                raise PracError(
+                    f"output directory {str(run.path)!r} holds a different run ({key}: {shown(theirs)} there, {shown(mine)} here); "
+                    "choose another --output or remove that directory"
+                )
+        elif run.path.exists() and (not run.path.is_dir() or any(p.name != LOCK_NAME for p in run.path.iterdir())):
+            raise PracError(f"output directory {str(run.path)!r} exists and is not a prac run directory; choose another --output")
+        return run
+
+    def holds_results(self) -> bool:
+        """Whether anything was computed here: a completed level or a mid-level checkpoint."""
+        checkpoints = self.checkpoints_dir
+        return bool(self.completed_levels()) or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+    def create(self) -> None:
+        """Write the directory and its recipe, and the record of it while nothing is computed (a no-op when
+        reopening a run that has results)."""
+        recipe_file = self.path / RECIPE_FILE
+        text = yaml.safe_dump(self._recipe, sort_keys=False)
+        if not recipe_file.is_file() or self._replace:
+            self.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(recipe_file, text)
+        record = self.path / RECIPE_RECORD
+        if not self.holds_results() and not (record.is_file() and record.read_bytes() == text.encode("utf-8")):
+            atomic_write_text(record, text)  # second: a folder is never a record without its recipe.yaml
+
+    @classmethod
+    def existing(cls, path: str | Path) -> "RunDirectory":
+        """A directory that must already hold a run (for ``prac report``)."""
+        run = cls(Path(path))
+        if not (run.path / RECIPE_FILE).is_file():
+            raise PracError(f"{str(run.path)!r} is not a prac run directory (no {RECIPE_FILE})")
+        return run
+
+    def recipe(self) -> dict:
+        """The run's recipe.yaml, refused if it no longer says what the run was made with."""
+        recipe = self._read_recipe()
+        self._check_record(recipe)
+        return recipe
+
+    def _read_recipe(self, name: str = RECIPE_FILE) -> dict:
+        from ..config.recipes import load_recipe_dict  # here: recipes imports checkpoint, which imports this module
+
+        path = self.path / name
+        try:
+            recipe = load_recipe_dict(path, what="the run folder's recipe")
+        except PracError as exc:
+            raise PracError(f"{exc}: the file is damaged; {self._restore_advice()}") from None
+        if not isinstance(recipe, dict):
+            raise PracError(f"the run folder's recipe {str(path)!r} holds a {type(recipe).__name__}, not a mapping of sections: "
+                            f"the file is damaged; {self._restore_advice()}")
+        return recipe
+
+    def _restore_advice(self) -> str:
+        kept = f" (the run's own copy is {str(self.path / RECIPE_RECORD)!r})" if (self.path / RECIPE_RECORD).is_file() else ""
+        return f"restore it{kept}, or run into a new folder"
+
+    def _check_record(self, recipe: dict) -> None:
+        """Refuse a recipe.yaml whose result-affecting values differ from those the run started with (folders
+        written before the record existed have none to check against)."""
+        record_path = self.path / RECIPE_RECORD
+        if not record_path.is_file():
+            return
+        difference = first_difference(_result_sections(self._read_recipe(RECIPE_RECORD), recipe), _result_sections(recipe))
+        if difference:
+            key, started, now = difference
+            raise PracError(
+                f"{str(self.path / RECIPE_FILE)!r} was changed after the run started ({key}: {shown(started)} when it started, "
+                f"{shown(now)} in the file): the results there were made with {shown(started)}; {self._restore_advice()}")
+
+    # paths ----------------------------------------------------------------------------------------------
+    def level_dir(self, level: int) -> Path:
+        return self.path / level_name(level)
+
+    def mask_path(self, level: int) -> Path:
+        return self.level_dir(level) / MASK_FILE
+
+    def weights_path(self, level: int) -> Path:
+        return self.level_dir(level) / WEIGHTS_FILE
+
+    def metrics_path(self, level: int) -> Path:
+        return self.level_dir(level) / METRICS_FILE
+
+    def structure_path(self, level: int) -> Path:
+        return self.level_dir(level) / STRUCTURE_FILE
+
+    def state_path(self, name: str) -> Path:
+        """``init`` or ``rewind`` weights."""
+        return self.path / f"{name}.safetensors"
+
+    @property
+    def rewind_optimizer_path(self) -> Path:
+        return self.path / REWIND_OPTIMIZER_FILE
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    def prac_round_path(self, level: int) -> Path:
+        return prac_round_path(self.path, level)
+
+    @property
+    def dense_predictions_path(self) -> Path:
+        return self.path / PRAC_FOLDER / "dense_predictions.safetensors"
+
+    @property
+    def final_set_path(self) -> Path:
+        return self.path / FINAL_SET
+
+    def summary_path(self, suffix: str) -> Path:
+        """``summary.json``, ``summary.csv``, ``summary.md``."""
+        return self.path / f"summary{suffix}"
+
+    @property
+    def curve_path(self) -> Path:
+        return self.path / "curve.png"
+
+    def analysis_path(self, analysis: str, level: int, suffix: str, variant: str = "") -> Path:
+        """``sanity/level_LL.json``, ``stability/level_LL_rewind_bn.png``, ``full_data/level_LL.json``, ..."""
+        if analysis not in ANALYSES:
+            raise ValueError(f"unknown analysis folder {analysis!r}")
+        return self.path / analysis / f"{level_name(level)}{variant}{suffix}"
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.path))
+
+    # contents -------------------------------------------------------------------------------------------
+    def completed_levels(self) -> list[int]:
+        """Levels 0..N whose metrics exist. A later level with results after a missing one means the folder lost
+        files (a deleted level): an error naming it, never a silently shorter run."""
+        levels = []
+        while self.metrics_path(len(levels)).is_file():
+            levels.append(len(levels))
+        gap = len(levels)
+        later = [p for p in self.path.glob("level_*") if p.name > level_name(gap) and (p / METRICS_FILE).is_file()]
+        if later:
+            raise PracError(
+                f"run directory {str(self.path)!r} has {self.relative(min(later) / METRICS_FILE)} but no readable "
+                f"{self.relative(self.metrics_path(gap))}: level {gap} was deleted or damaged; restore it or run the recipe into a new folder"
+            )
+        return levels
+
+    def chosen_level(self, level: Optional[int], where: str) -> int:
+        """``level`` if it is complete, the last completed level for None; a `PracError` naming ``where`` otherwise."""
+        completed = self.completed_levels()
+        if not completed:
+            raise PracError(f"run directory {where!r} has no completed level yet")
+        level = completed[-1] if level is None else level
+        if level not in completed:
+            raise PracError(f"--level {level} is not a completed level of {where!r} (completed: 0..{completed[-1]})")
+        return level
+
+    def incomplete_level(self) -> Optional[int]:
+        """The level after the completed ones if its folder holds a result file but no metrics.json (the run stopped
+        while saving it, or the file was deleted); None when there is none."""
+        level = len(self.completed_levels())
+        folder = self.level_dir(level)
+        if any((folder / name).is_file() for name in (MASK_FILE, WEIGHTS_FILE, STRUCTURE_FILE)):
+            return level
+        return None
+
+    def level_metrics(self, level: int) -> dict:
+        """A completed level's metrics, checked field by field: a damaged file is one error naming file and field."""
+        return check_level_metrics(read_json(self.metrics_path(level), "level metrics"), self.metrics_path(level), level)
+
+    def save_level(self, level: int, mask_save, weights: dict[str, torch.Tensor], metrics: dict) -> None:
+        mask_save(self.mask_path(level))
+        atomic_save_safetensors(weights, self.weights_path(level), {"format": "pt", "level": str(level)})
+        atomic_write_json(self.metrics_path(level), metrics)  # last: marks the level complete
+
+    def level_weights(self, level: int) -> dict[str, torch.Tensor]:
+        path = self.weights_path(level)
+        return _check_finite(load_safetensors(path, what=f"level {level} weights"), f"level {level} weights", path)
+
+    def save_state(self, name: str, weights: dict[str, torch.Tensor], info: Optional[dict] = None) -> None:
+        atomic_save_safetensors(weights, self.state_path(name), {"format": "pt"})
+        if info is not None:
+            atomic_write_json(self.path / f"{name}.json", info)
+
+    def load_state(self, name: str) -> tuple[dict[str, torch.Tensor], dict]:
+        weights = _check_finite(load_safetensors(self.state_path(name), what=f"{name} weights"), f"{name} weights", self.state_path(name))
+        info_path = self.path / f"{name}.json"
+        info = read_json(info_path, f"{name} point") if info_path.is_file() else {}
+        if not isinstance(info, dict) or (info and not all(isinstance(info.get(k), int) and not isinstance(info.get(k), bool)
+                                                            for k in ("step", "total_steps"))):
+            raise PracError(f"{str(info_path)!r} should hold the integer fields step and total_steps: the file is damaged")
+        return weights, info
+
+    def save_rewind_optimizer(self, state: dict) -> None:
+        atomic_save_torch(state, self.rewind_optimizer_path)
+
+    def load_rewind_optimizer(self) -> dict:
+        try:
+            return torch.load(self.rewind_optimizer_path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise PracError(f"run directory {str(self.path)!r} has no {REWIND_OPTIMIZER_FILE} (the recipe rewinds the optimizer)") from None
+        except Exception as exc:  # a truncated or foreign file: torch's own error types vary
+            raise PracError(f"{str(self.rewind_optimizer_path)!r} cannot be read ({exc.__class__.__name__})") from None

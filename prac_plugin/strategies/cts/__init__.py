@@ -1,0 +1,1 @@
+"""Concrete Ticket Search: a whole mask searched near initialization (strategy, search, checks)."""

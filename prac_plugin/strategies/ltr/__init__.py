@@ -1,0 +1,1 @@
+"""Lottery ticket rewinding: iterative magnitude pruning with weight rewinding."""
