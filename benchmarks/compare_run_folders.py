@@ -1,6 +1,8 @@
 """Are two run folders the same result? Every safetensors file bit-equal (NaN equal to NaN), every JSON file equal
 except wall-clock times, the package version and the run's own path, and the recorded recipes (recipe.yaml, the
 run's own copy, the one in summary.json) equal: equal tensors under different recorded recipes are not the same run.
+Paths inside the folders' parents are compared relative to them (a run that read its sibling, as the quick start's
+random-subset control reads the PrAC run's sizes, names that sibling's path).
 
 Used to show that a refactor keeps results bit-identical: run a recipe before and after the change, then
     python benchmarks/compare_run_folders.py runs/before runs/after
@@ -43,15 +45,19 @@ def same_tensors(a: Path, b: Path) -> bool:
     return True
 
 
+def read(root: Path, rel: Path) -> str:
+    return (root / rel).read_text().replace(str(root.resolve().parent), "<parent>")
+
+
 def compare(a: Path, b: Path) -> list[str]:
     files = [sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name not in IGNORED_FILES) for root in (a, b)]
     problems = [f"only in one folder: {sorted(map(str, set(files[0]) ^ set(files[1])))}"] if files[0] != files[1] else []
     for rel in sorted(set(files[0]) & set(files[1])):
         if rel.suffix == ".safetensors" and not same_tensors(a / rel, b / rel):
             problems.append(f"tensors differ: {rel}")
-        elif rel.suffix == ".json" and without_timing(json.loads((a / rel).read_text())) != without_timing(json.loads((b / rel).read_text())):
+        elif rel.suffix == ".json" and without_timing(json.loads(read(a, rel))) != without_timing(json.loads(read(b, rel))):
             problems.append(f"JSON differs: {rel}")
-        elif rel.suffix == ".yaml" and yaml.safe_load((a / rel).read_text()) != yaml.safe_load((b / rel).read_text()):
+        elif rel.suffix == ".yaml" and yaml.safe_load(read(a, rel)) != yaml.safe_load(read(b, rel)):
             problems.append(f"recipe differs: {rel}")
     return problems
 
