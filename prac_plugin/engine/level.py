@@ -18,7 +18,7 @@ from ..compat.accelerate_private import release_optimizer
 from ..errors import PracError
 from ..rundir.files import state_to_cpu
 from ..tickets.masks import MaskEnforcer, TicketMask
-from ..tickets.rewind import RewindPoint, resolve_rewind_step
+from ..tickets.rewind import RewindPoint, resolve_rewind_step, rewind_record, rewind_start, save_rewind_point
 from ..rundir.folder import RunDirectory
 from ..strategies.base import SIZE_KEYS, LevelPlan, StartPoint
 from .health import MaskHealth, chance_ceiling, empty_layers, start_point_accuracy
@@ -49,18 +49,10 @@ def check_same_mask_everywhere(accelerator, mask: TicketMask, level: int) -> Non
         raise PracError(f"the level {level} mask differs between processes; the processes' weights diverged")
 
 
-def rewind_start(info: dict, schedule: LevelSchedule) -> int:
-    """The step a pruned level resumes at: the rewind step, scaled when the level's schedule is shorter or longer
-    than level 0's (a level trained on fewer examples resumes at the same fraction of its schedule)."""
-    if schedule.total_steps == info["total_steps"]:
-        return info["step"]
-    return round(info["step"] * schedule.total_steps / info["total_steps"])
-
-
 def load_start_point(run_dir: RunDirectory, name: str, schedule: LevelSchedule, with_optimizer: bool) -> StartPoint:
     """The weights (and step, and optimizer state) a pruned level starts from: ``rewind`` or ``init``."""
     weights, info = run_dir.load_state(name)
-    step = rewind_start(info, schedule) if name == "rewind" else 0
+    step = rewind_start(info, schedule.total_steps) if name == "rewind" else 0
     return StartPoint(name, weights, step, run_dir.load_rewind_optimizer() if with_optimizer and name == "rewind" else None)
 
 
@@ -91,15 +83,12 @@ class LevelRunner:
         step = resolve_rewind_step(point, schedule.steps_per_epoch, schedule.total_steps)
         if is_main:
             run_dir.save_state("init", state_to_cpu(model))
-        info = {"point": str(point), "step": step, "total_steps": schedule.total_steps, "steps_per_epoch": schedule.steps_per_epoch}
+        record = rewind_record(point, step, schedule.total_steps, schedule.steps_per_epoch)
         with_optimizer = ticket.rewinds_optimizer()
 
         def capture(unwrapped, optimizer):
-            if not is_main:
-                return
-            run_dir.save_state("rewind", state_to_cpu(unwrapped), info)
-            if with_optimizer:
-                run_dir.save_rewind_optimizer(optimizer.state_dict())
+            if is_main:
+                save_rewind_point(run_dir, unwrapped, record, optimizer if with_optimizer else None)
 
         plan = LevelPlan(mask, 0, step_callbacks={step: capture}, info={"rewind_step": step})
         ticket.plan_dense(model, plan)

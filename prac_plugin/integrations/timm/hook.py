@@ -44,7 +44,7 @@ from ...errors import PracError
 from .data import MIXED_EXTRA, SampleIdDataset, carry_ids, dataset_identity, eval_predictions, unpack
 from ...rundir.files import atomic_save_safetensors, load_safetensors, load_safetensors_and_metadata, state_to_cpu
 from ...tickets.masks import MaskEnforcer, TicketMask
-from ...tickets.rewind import RewindPoint, resolve_rewind_step
+from ...tickets.rewind import RewindPoint, resolve_rewind_step, rewind_record, save_rewind_point
 from ...rundir.folder import FINAL_SET, MASK_FILE, RunDirectory
 from ...strategies.prac.forgetting import ForgettingTracker, max_over_processes
 from ...index_files.format import PracIndex
@@ -520,12 +520,12 @@ class TimmHook:
     def _capture_rewind(self) -> None:
         if self.rewind_step is None or self.updates != self.rewind_step or self.rewind_saved:
             return
+        run_dir = RunDirectory(self.output) if self.output else None  # rank 0 always has one (`start` refuses none)
         if _rank() == 0:
-            info = {"point": str(self.rewind), "step": self.updates, "total_steps": self.total_steps, "steps_per_epoch": self.updates_per_epoch}
-            RunDirectory(self.output).save_state("rewind", state_to_cpu(self.model), info)
+            save_rewind_point(run_dir, self.model, rewind_record(self.rewind, self.updates, self.total_steps, self.updates_per_epoch))
             _log.info(f"prac: saved the rewind point {self.rewind} (step {self.updates} of {self.total_steps}) to "
-                      f"{self.output / 'rewind.safetensors'}")
-        self.rewind_saved = str(self.output / "rewind.safetensors") if self.output else "saved by rank 0"
+                      f"{run_dir.state_path('rewind')}")
+        self.rewind_saved = str(run_dir.state_path("rewind")) if run_dir else "saved by rank 0"
 
     @torch.no_grad()
     def _prune_disagreement(self) -> torch.Tensor:
