@@ -86,6 +86,7 @@ def test_a_third_party_strategy_gets_the_behaviour_it_declares(third_party_strat
     mask = load_file(str(run / "level_02" / "mask.safetensors"))
     kept = sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
     assert result["weights_remaining_pct"] == pytest.approx(100 * kept)
+    assert result["finding_steps"] == steps[0]  # the same cost rule as the report's: level 1 did not find level 2's mask
     capsys.readouterr()
     assert prac_cli(["sanity", str(run), "--level", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

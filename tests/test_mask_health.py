@@ -63,7 +63,7 @@ def test_the_look_does_not_change_training(tmp_path, monkeypatch):
     raw = quick_recipe(train={"epochs": 2})
     prac_plugin.run(raw, str(tmp_path / "checked"))
     monkeypatch.setattr(level_module, "start_point_accuracy", lambda *args: 0.5)
-    monkeypatch.setattr(level_module.LevelRunner, "_record_health", lambda *args: None)
+    monkeypatch.setattr(level_module.LevelLifecycle, "_record_health", lambda *args: None)
     prac_plugin.run(raw, str(tmp_path / "unchecked"))
 
     for level in (1, 2):

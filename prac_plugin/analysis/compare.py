@@ -22,6 +22,7 @@ from ..rundir.files import atomic_write_json, atomic_write_text
 from ..rundir.report import pyplot, run_summary, save_figure
 from ..rundir.folder import FORMAT_VERSION, RESULT_AFFECTING_SECTIONS
 from .. import registry
+from ..strategies.base import TicketTraits
 from .full_data import read_result as full_data_result
 from ..rundir.completed import completed_run
 
@@ -96,10 +97,9 @@ def group_runs(paths: list[str]) -> list[Group]:
 
 
 def cost_levels(strategy: str, level: int) -> list[int]:
-    """The levels whose training a level's ticket needs: all up to it, or level 0 and itself for a strategy that
-    declares independent levels (CTS)."""
-    independent = registry.get("ticket", strategy).traits.independent_levels if strategy else False
-    return [0, level] if independent and level else list(range(level + 1))
+    """The levels whose training a level's ticket needs, as its strategy's traits count them (`TicketTraits.cost_levels`)."""
+    traits = registry.get("ticket", strategy).traits if strategy else TicketTraits()
+    return traits.cost_levels(level)
 
 
 def _mean_std(values: list) -> tuple[Optional[float], Optional[float]]:

@@ -4,8 +4,9 @@ A run with data selection (prac, random, index) trains every pruned level on a s
 is that of a network trained on less data. What the run *found* is the level's mask with the rewind weights;
 the PrAC paper (and its reference code's ``main_train.py``) measures that ticket by training it on the whole
 training split with the full schedule, from the rewind point to the end. The cost of finding the mask of level
-L is the training of levels 0..L-1 (the mask is pruned from level L-1's weights); that full-data training is
-the same for every way of finding the mask.
+L is the training of levels 0..L-1 (the mask is pruned from level L-1's weights), or of level 0 alone for a
+strategy whose levels are independent: `TicketTraits.finding_levels`, the rule `prac report` counts by too. That
+full-data training is the same for every way of finding the mask.
 
 Results go to ``RUN_DIR/full_data/level_LL.json``; a level already trained with the same seeds is not trained
 again, so an interrupted command continues where it stopped.
@@ -45,7 +46,7 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
         raise PracError(f"--seeds {seeds} must be at least 1")
     run, completed = completed_run(path)
     recipe = run.recipe()
-    require_analysis(run, "retrain", "full-data training")
+    traits = require_analysis(run, "retrain", "full-data training").traits
     chosen = [level for level in completed if level > 0] if not levels else list(levels)
     if not chosen:
         raise PracError(f"run {str(path)!r} has no pruned level yet (completed: level 0 only)")
@@ -72,6 +73,7 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
             retrainer.train(mask, retrainer.start_weights, seed, level, desc=f"level {level} on the full data, seed {seed}")
             seconds.append(time.perf_counter() - started)
             accuracy.append(retrainer.accuracy())
+        finding = traits.finding_levels(level)  # the cost of a ticket, as `prac report` counts it
         result = {
             "format_version": FORMAT_VERSION, "run": str(run.path), "level": level,
             "split": retrainer.split,
@@ -80,9 +82,9 @@ def train_on_full_data(path: str | Path, levels: Optional[Sequence[int]] = None,
             "accuracy": accuracy, "mean": statistics.mean(accuracy),
             "std": statistics.stdev(accuracy) if len(accuracy) > 1 else None,
             "level_accuracy": metrics[level].get(f"{retrainer.split}_acc"),
-            "finding_steps": sum(m["optimizer_steps"] for m in metrics[:level]),
+            "finding_steps": sum(metrics[i]["optimizer_steps"] for i in finding),
             "training_steps": retrainer.schedule.total_steps - retrainer.start_step,
-            "finding_wall_time_s": sum(m["wall_time_s"] for m in metrics[:level]),
+            "finding_wall_time_s": sum(metrics[i]["wall_time_s"] for i in finding),
             "training_wall_time_s": statistics.mean(seconds),  # per seed
         }
         atomic_write_json(result_path(run.path, level), result)

@@ -34,7 +34,7 @@ from ..version import __version__
 from ..config.recipes import CheckpointPolicy
 from ..errors import PracError
 from ..rundir.files import atomic_save_safetensors, atomic_write_json, load_safetensors, save_torch
-from ..tickets.masks import check_mask_entries
+from ..tickets.masks import TicketMask, check_mask_entries
 from ..rundir.folder import CHECKPOINTS, FORMAT_VERSION, MASK_FILE
 
 _NAME = re.compile(r"^level_(\d+)-step_(\d+)$")
@@ -63,7 +63,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 @dataclass
 class Checkpoint:
-    """A checkpoint read back: shared state (model, optimizer, scaler, mask file) and this process's state."""
+    """A checkpoint read back: shared state (model, optimizer, scaler, the mask's entries) and this process's state."""
 
     path: Path
     level: int
@@ -72,10 +72,16 @@ class Checkpoint:
     optimizer: dict
     scaler: Optional[dict]
     process: dict
+    mask_entries: dict[str, torch.Tensor]  # read once, when the checkpoint is (`mask` checks them against a model)
 
     @property
     def mask_path(self) -> Path:
         return self.path / MASK_FILE
+
+    def mask(self, model: torch.nn.Module, include: Optional[list[str]] = None, ignore: Optional[list[str]] = None) -> TicketMask:
+        """The mask this level trained with, refused unless it is a mask of ``model``'s prunable weights (with
+        ``include``/``ignore``: exactly the run's prunable set), as `TicketMask.load` refuses a file."""
+        return TicketMask.from_entries(self.mask_path, self.mask_entries, model, include=include, ignore=ignore)
 
 
 class LevelCheckpoints:
@@ -137,8 +143,9 @@ class LevelCheckpoints:
         model = load_safetensors(path / "model.safetensors", what="checkpoint model")
         shared = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
         process = torch.load(path / f"rank_{self.accelerator.process_index}.pt", map_location="cpu", weights_only=True)
-        check_mask_entries(path / MASK_FILE, load_safetensors(path / MASK_FILE, what="checkpoint mask"), None)  # e.g. not boolean
-        return Checkpoint(path, level, step, model, shared["optimizer"], shared["scaler"], process)
+        mask = load_safetensors(path / MASK_FILE, what="checkpoint mask")
+        check_mask_entries(path / MASK_FILE, mask, None)  # e.g. not boolean: fall back past it, as past a damaged file
+        return Checkpoint(path, level, step, model, shared["optimizer"], shared["scaler"], process, mask)
 
     def latest(self, level: int) -> Optional[Checkpoint]:
         """The newest checkpoint of ``level`` every process can read, falling back past unreadable ones."""

@@ -78,7 +78,7 @@ class Engine:
     """A recipe's accelerator, data, batch sources and trainer, and the model being trained.
 
     ``model`` is the model as prepared by Accelerate (possibly compiled or wrapped for DDP), ``unwrapped`` the
-    module whose weights are read and written; the level runner replaces both when a level brings a new model.
+    module whose weights are read and written; the level lifecycle replaces both when a level brings a new model.
     """
 
     recipe: Recipe

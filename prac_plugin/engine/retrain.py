@@ -1,8 +1,10 @@
 """Training a run's ticket again, as its levels were trained: the run's own recipe and schedule, from the
 rewind point (or initialization) to the end, on the full training split.
 
-Sanity checks and linear mode connectivity both retrain variants of one level's ticket with chosen data-order
-seeds. With the run's own seed, a full-data LTR level trains again to the same weights.
+`prac retrain`, the sanity checks and linear mode connectivity retrain variants of one level's ticket with chosen
+data-order seeds, each through the engine's level lifecycle (`prac_plugin.engine.level`) with the retrainer's
+differences as parameters: its own plan, the seed's trainer, no evaluation, nothing recorded or saved. With the
+run's own seed, a full-data LTR level trains again to the same weights.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from .level import LevelRunner, load_start_point, with_seed
+from .level import LevelLifecycle, load_start_point, with_seed
 from ..models.factory import create_model
 from .engine import build_engine
 from ..errors import PracError
@@ -64,7 +66,7 @@ class Retrainer:
         start_point = load_start_point(run, self.start, self.schedule, rewinds_optimizer)
         self.start_weights, self.start_step, self.optimizer_state = start_point.weights, start_point.step, start_point.optimizer_state
         engine.use_model(engine.model)
-        self.runner = LevelRunner(engine, log=lambda *_: None)
+        self.lifecycle = LevelLifecycle(engine, log=lambda *_: None, evaluate=())  # the analyses evaluate as they need
         self.model, self.unwrapped = engine.model, engine.unwrapped
 
     @property
@@ -87,7 +89,7 @@ class Retrainer:
         """Train ``weights`` under ``mask`` from the start step to the end with data-order ``seed``; the final state."""
         plan = LevelPlan(mask, self.start_step, weights=weights, optimizer_state=self.optimizer_state)
         positions = torch.arange(len(self.engine.data.train))
-        self.runner.run(level, plan, positions, self.schedule, trainer=with_seed(self.engine.trainer, seed), evaluate=(), desc=desc)
+        self.lifecycle.run(level, positions, self.schedule, plan=plan, trainer=with_seed(self.engine.trainer, seed), desc=desc)
         return state_to_cpu(self.unwrapped)
 
     def accuracy(self, weights: Optional[dict[str, torch.Tensor]] = None) -> float:

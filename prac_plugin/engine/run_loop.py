@@ -1,49 +1,35 @@
-"""Recipe -> data and model -> level loop (select, plan, train, evaluate, save) -> run directory.
+"""Recipe -> engine and strategies -> a short loop over levels -> run directory and summary.
 
-One loop serves every strategy: the data-selection strategy chooses the examples of each level, the ticket
-strategy plans each pruned level (mask and start weights), and the engine's level runner does the rest.
+One loop serves every strategy: the data-selection strategy chooses the examples of each level, the level's
+schedule follows from their number, and the engine's level lifecycle (`prac_plugin.engine.level`) does the rest:
+plan, restore, train, evaluate, record, save, release.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
-from ..version import __version__
 from .checkpoint import CheckpointPolicy, LevelCheckpoints
-from .level import LevelRunner, load_start_point, strategy_figures
+from .level import LevelLifecycle
 from ..models.factory import model_kwargs
 from .engine import Engine, build_engine
-from .trainer import LevelSchedule
-from ..rundir.files import state_to_cpu
-from ..tickets.masks import TicketMask
 from ..config.recipes import Recipe
 from ..rundir.report import write_summary
 from ..tickets.rewind import RewindPoint, resolve_rewind_step
-from ..rundir.folder import FORMAT_VERSION, RunDirectory
+from ..rundir.folder import RunDirectory
 from ..rundir.lock import run_lock
 from .schedule import check_batch_size
 from ..index_files.format import dataset_signature
 from .. import registry
-from ..strategies.base import PreviousLevel, SelectionContext, TicketContext, TicketStrategy
-
-
-def full_data_steps(full: LevelSchedule, level: LevelSchedule, start_step: int) -> int:
-    """Optimizer steps full-data training would spend on this level (same schedule, same rewind point)."""
-    return full.total_steps - round(start_step * full.total_steps / level.total_steps)
+from ..strategies.base import DataSelectionStrategy, SelectionContext, TicketContext, TicketStrategy
 
 
 def default_output_dir(recipe_path: Optional[str]) -> str:
     return str(Path("runs") / (Path(recipe_path).stem if recipe_path else "run"))
-
-
-def _is_compiled(model: torch.nn.Module) -> bool:
-    while hasattr(model, "module") and not isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
-        model = model.module  # DDP around a compiled module
-    return isinstance(model, torch._dynamo.eval_frame.OptimizedModule)
 
 
 def _quiet(*args, **kwargs) -> None:
@@ -86,26 +72,47 @@ def run_recipe(recipe: Recipe, output_dir: str, log=print) -> list[dict]:
         return _run_recipe(recipe, output_dir, log)
 
 
+@dataclass
+class _Run:
+    """A run set up for its level loop (`_start`)."""
+
+    engine: Engine
+    run_dir: RunDirectory
+    ticket: TicketStrategy
+    selection: DataSelectionStrategy
+    checkpoints: LevelCheckpoints
+    completed: list[int]
+    log: Callable[[str], None]
+
+
 def _run_recipe(recipe: Recipe, output_dir: str, log) -> list[dict]:
-    recipe_dict = recipe.to_dict()
-    run_dir = RunDirectory.open(output_dir, recipe_dict)
-    train_cfg = recipe.train
+    """Set the run up, then the loop: each level's examples and schedule, and its whole life; then the summary."""
+    run = _start(recipe, output_dir, log)
+    engine, selection, checkpoints = run.engine, run.selection, run.checkpoints
+    lifecycle = LevelLifecycle(engine, run.run_dir, ticket=run.ticket, selection=selection, checkpoints=checkpoints,
+                               log=run.log, check_masks=True)
+    first = len(run.completed)
+    for level in range(first, run.ticket.num_levels + 1):
+        positions = selection.positions_for_level(level)
+        if positions is None:
+            positions = torch.arange(len(engine.data.train))
+        schedule = engine.schedule(len(positions), selection.budget)
+        lifecycle.run(level, positions, schedule, resumed=checkpoints.latest(level) if level == first else None)
+    return _finish(run)
+
+
+def _start(recipe: Recipe, output_dir: str, log) -> _Run:
+    """The run's engine and strategies; the first level checked before anything is written; the folder; and where
+    a re-run continues (after its completed levels, from the last one's model)."""
+    run_dir = RunDirectory.open(output_dir, recipe.to_dict())
     engine = build_engine(recipe, run_dir.path)
     accelerator, data = engine.accelerator, engine.data
-    mean, std, norm_source = engine.normalization
     if not accelerator.is_main_process:
         log = _quiet
     ticket = registry.get("ticket", recipe.ticket.strategy)(recipe.ticket, ticket_context(engine, run_dir))
     selection = registry.get("data_selection", recipe.data_selection.strategy)(
         recipe.data_selection, selection_context(engine, run_dir, ticket))
-    train_size = len(data.train)
-
-    first = selection.positions_for_level(0)
-    first_examples = train_size if first is None else len(first)
-    check_batch_size(train_cfg.batch_size, first_examples, accelerator.num_processes)
-    first_schedule = engine.schedule(first_examples, selection.budget)
-    resolve_rewind_step(RewindPoint.parse(ticket.rewind_point()), first_schedule.steps_per_epoch, first_schedule.total_steps)
-    ticket.check(engine.model, first_schedule)
+    _check_first_level(engine, ticket, selection)
     if accelerator.is_main_process:
         run_dir.create()  # only now: a recipe that fails validation above leaves nothing behind
     checkpoints = LevelCheckpoints(run_dir.path, CheckpointPolicy.parse(recipe.run.checkpoint_every, recipe.run.checkpoint_keep), accelerator, log)
@@ -116,63 +123,29 @@ def _run_recipe(recipe: Recipe, output_dir: str, log) -> list[dict]:
         engine.model = ticket.restore_model(completed[-1], engine.model)
         log(f"Resuming {run_dir.path}: levels 0..{completed[-1]} already complete")
     engine.use_model(engine.model)
-    runner = LevelRunner(engine, run_dir, checkpoints, log)
     accelerator.init_trackers("prac", config={"model": recipe.model.name, "data": recipe.data.path, "ticket": recipe.ticket.strategy})
     log(
         f"{recipe.model.name} on {recipe.data.path}: {data.info['sizes']} examples, {data.num_classes} classes, "
-        f"normalization from {norm_source}; {ticket.num_levels + 1} levels into {run_dir.path}"
+        f"normalization from {engine.normalization[2]}; {ticket.num_levels + 1} levels into {run_dir.path}"
     )
-    include, ignore = ticket.prunable_patterns()
-    full_schedule = engine.schedule(train_size)
+    return _Run(engine, run_dir, ticket, selection, checkpoints, completed, log)
 
-    for level in range(len(completed), ticket.num_levels + 1):
-        started = time.perf_counter()
-        positions = selection.positions_for_level(level)
-        if positions is None:
-            positions = torch.arange(train_size)
-        schedule = engine.schedule(len(positions), selection.budget)
-        resumed = checkpoints.latest(level) if level == len(completed) else None
-        if level == 0:
-            plan = runner.dense_plan(ticket, schedule)
-        else:
-            start = load_start_point(run_dir, ticket.start_point(), schedule, ticket.rewinds_optimizer())
-            previous = PreviousLevel(level - 1, engine.unwrapped, TicketMask.load(run_dir.mask_path(level - 1), engine.unwrapped, include=include, ignore=ignore))
-            resumed_mask = None
-            if resumed is not None and not ticket.traits.changes_architecture:
-                resumed_mask = TicketMask.load(resumed.mask_path, engine.unwrapped, include=include, ignore=ignore)
-            plan = ticket.plan(level, previous, start, resumed_mask)
-        outcome = runner.run(level, plan, positions, schedule, selection=selection, resumed=resumed, check_mask=level > 0)
-        unwrapped, result = engine.unwrapped, outcome.result
-        val, test, remaining = outcome.val, outcome.test, outcome.remaining_pct
-        extra = selection.end_level(level, unwrapped)
-        metrics = strategy_figures(plan, {
-            "format_version": FORMAT_VERSION, "package_version": __version__, "level": level, "num_processes": accelerator.num_processes,
-            "mixed_precision": accelerator.mixed_precision, "compiled": _is_compiled(engine.model), "channels_last": train_cfg.channels_last,
-            "cuda_graphs": result.cuda_graphs,
-            "weights_remaining_pct": remaining, "sparsity_pct": 100.0 - remaining,
-            "prunable_weights": plan.mask.num_total, "remaining_weights": plan.mask.num_remaining,
-            "val_loss": val[0], "val_acc": val[1], "test_loss": test[0], "test_acc": test[1],
-            "train_loss": result.train_loss, "train_acc": result.train_acc,
-            "optimizer_steps": result.steps, "examples_seen": result.examples,
-            "start_step": plan.start_step, "total_steps": schedule.total_steps, "steps_per_epoch": schedule.steps_per_epoch,
-            "train_examples": int(positions.numel()),
-            "num_classes": int(data.num_classes), "input_size": [int(data.in_chans), *map(int, data.image_size)],  # rebuild the model (`prac export --format timm-hub`)
-            "wall_time_s": time.perf_counter() - started + outcome.resumed_elapsed, "train_time_s": result.wall_time,
-            "full_data_steps": full_data_steps(full_schedule, schedule, plan.start_step),
-            "layers": [{"name": l.name, "total": l.total, "remaining": l.remaining, "density": l.density} for l in plan.mask.layers()],
-            "history": result.history, "data": data.info, "normalization": {"mean": mean, "std": std, "source": norm_source},
-        }, extra)
-        if accelerator.is_main_process:
-            run_dir.save_level(
-                level, lambda path: plan.mask.save(path, {"level": str(level), "density": f"{plan.mask.density:.6f}"}),
-                state_to_cpu(unwrapped), metrics,
-            )
-        checkpoints.clear()  # the level is complete: its checkpoints are no longer needed
-        accelerator.wait_for_everyone()
-        accelerator.log({"level/test_acc": test[1] or 0.0, "level/weights_remaining_pct": remaining}, step=level)
 
+def _check_first_level(engine: Engine, ticket: TicketStrategy, selection: DataSelectionStrategy) -> None:
+    """Level 0's batches and schedule, its rewind point inside that schedule, and the ticket strategy's own checks."""
+    first = selection.positions_for_level(0)
+    first_examples = len(engine.data.train) if first is None else len(first)
+    check_batch_size(engine.recipe.train.batch_size, first_examples, engine.accelerator.num_processes)
+    first_schedule = engine.schedule(first_examples, selection.budget)
+    resolve_rewind_step(RewindPoint.parse(ticket.rewind_point()), first_schedule.steps_per_epoch, first_schedule.total_steps)
+    ticket.check(engine.model, first_schedule)
+
+
+def _finish(run: _Run) -> list[dict]:
+    """End the trackers; write and show the summary (main process); its rows."""
+    accelerator = run.engine.accelerator
     accelerator.end_training()
-    rows, table = write_summary(run_dir) if accelerator.is_main_process else ([], "")
-    log("\n" + table)
-    log(f"Run directory: {run_dir.path}")
+    rows, table = write_summary(run.run_dir) if accelerator.is_main_process else ([], "")
+    run.log("\n" + table)
+    run.log(f"Run directory: {run.run_dir.path}")
     return rows

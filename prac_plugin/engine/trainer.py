@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -111,6 +111,37 @@ def _epoch_seed(seed: int, level: int, epoch: int) -> int:
     return (seed * 1_000_003 + level * 10_007 + epoch) % (2**63)
 
 
+@dataclass
+class _LevelRun:
+    """One level's training as `Trainer._prepare` set it up: what the per-step loop calls, and where it stands."""
+
+    model: torch.nn.Module
+    unwrapped: torch.nn.Module
+    optimizer: Any  # the one called per step (`_direct_optimizer`)
+    backward: Callable[[torch.Tensor], None]
+    base_lrs: list[float]
+    enforcer: MaskEnforcer
+    observer: Optional[BatchObserver]
+    decision: GraphDecision
+    positions: torch.Tensor
+    schedule: LevelSchedule
+    level: int
+    callbacks: dict[int, StepCallback]
+    epoch_end: Optional[EpochHook]
+    progress: TrainProgress
+    checkpoint: Optional[Callable[[TrainProgress], None]]  # None: no checkpoints this level
+    policy: Optional[CheckpointPolicy]
+    captured: Optional[CapturedStep] = None
+    started: float = 0.0  # perf_counter at the level's start, less the time a resumed level had trained
+
+    def snapshot(self, step: int, loss_sum=None, correct=None, seen: int = 0) -> TrainProgress:
+        """The progress at ``step`` (inside an epoch: with its running sums), for a checkpoint."""
+        progress = self.progress
+        progress.step, progress.elapsed = step, time.perf_counter() - self.started
+        progress.loss_sum, progress.correct, progress.seen = loss_sum, correct, seen
+        return progress
+
+
 class Trainer:
     """``step_mode="uncaptured"`` trains every level through the captured step's function without capturing it
     (tests and dry runs on a CPU: the same results as the eager loop); None decides per level (`graph_decision`)."""
@@ -171,115 +202,133 @@ class Trainer:
         ``resume`` continues from a checkpointed `TrainProgress` (model and optimizer already restored);
         ``checkpoint`` is called with the progress whenever ``policy`` says a checkpoint is due.
         """
-        acc, cfg, source = self.accelerator, self.cfg, self.sources["train"]
-        callbacks = step_callbacks or {}
+        checkpointing = checkpoint is not None and policy is not None and policy.enabled
+        run = self._prepare(model, optimizer, enforcer, observer, positions, schedule, level, step_callbacks or {},
+                            epoch_end, resume or TrainProgress(step=start_step), checkpoint if checkpointing else None, policy)
+        model.train()
+        step = run.progress.step
+        if resume is None and step in run.callbacks:
+            run.callbacks[step](run.unwrapped, run.optimizer)
+        bar = tqdm(total=schedule.total_steps - start_step, initial=step - start_step, desc=desc,
+                   disable=not self.accelerator.is_local_main_process, leave=True, dynamic_ncols=True)
+        while step < schedule.total_steps and not run.progress.finished:
+            step = self._epoch(run, step, bar)
+        bar.close()
+        return self._result(run, step - start_step)
+
+    def _prepare(self, model, optimizer, enforcer, observer, positions, schedule, level, callbacks, epoch_end, progress,
+                 checkpoint, policy) -> _LevelRun:
+        """Decide once, before the level's first step, how its steps run: the optimizer to call, the backward pass,
+        the base learning rates, and whether the step is captured (`CapturedStep`) or eager."""
+        acc, cfg = self.accelerator, self.cfg
         stepper = _direct_optimizer(acc, optimizer)
         decision = require(self.graph_decision(model, stepper, optimizer, observer))
         self._note(decision)
         # without a grad scaler or accumulation, Accelerate's backward is loss.backward() plus a division by 1
         backward = (lambda loss: loss.backward()) if stepper is not optimizer else acc.backward
-        optimizer = stepper
-        base_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
-        for group, base in zip(optimizer.param_groups, base_lrs):
+        base_lrs = [group.get("initial_lr", group["lr"]) for group in stepper.param_groups]
+        for group, base in zip(stepper.param_groups, base_lrs):
             group["initial_lr"] = base  # kept in the optimizer state: a resumed level scales the same base
-        unwrapped = acc.unwrap_model(model, keep_torch_compile=False)
-        channels_last = cfg.channels_last
-        captured = None
+        run = _LevelRun(model, acc.unwrap_model(model, keep_torch_compile=False), stepper, backward, base_lrs, enforcer, observer,
+                        decision, positions, schedule, level, callbacks, epoch_end, progress, checkpoint, policy)
         if decision.captured or self.step_mode == "uncaptured":
             if not decision.captured:
-                decision = GraphDecision(decision.requested, False, f"the captured step's function, run without capture ({decision.reason})")
+                run.decision = GraphDecision(decision.requested, False, f"the captured step's function, run without capture ({decision.reason})")
 
             def fell_back(reason: str) -> None:
-                nonlocal decision
-                decision = GraphDecision(decision.requested, False, reason)
-                self._note(decision)
+                run.decision = GraphDecision(run.decision.requested, False, reason)
+                self._note(run.decision)
 
-            captured = CapturedStep(model, optimizer, enforcer, observer, acc.device, cfg.batch_size, str(acc.mixed_precision),
-                                    compiled=is_compiled_module(model), channels_last=channels_last,
-                                    mode="graph" if decision.captured else "uncaptured",
-                                    fallback=fell_back if decision.requested == "auto" else None)
-        progress = resume or TrainProgress(step=start_step)
-        started = time.perf_counter() - progress.elapsed
-        model.train()
-        step = progress.step
-        if resume is None and step in callbacks:
-            callbacks[step](unwrapped, optimizer)
-        checkpointing = checkpoint is not None and policy is not None and policy.enabled
+            run.captured = CapturedStep(model, stepper, enforcer, observer, acc.device, cfg.batch_size, str(acc.mixed_precision),
+                                        compiled=is_compiled_module(model), channels_last=cfg.channels_last,
+                                        mode="graph" if decision.captured else "uncaptured",
+                                        fallback=fell_back if decision.requested == "auto" else None)
+        run.started = time.perf_counter() - progress.elapsed
+        return run
 
-        def snapshot(loss_sum=None, correct=None, seen=0) -> TrainProgress:
-            progress.step, progress.elapsed = step, time.perf_counter() - started
-            progress.loss_sum, progress.correct, progress.seen = loss_sum, correct, seen
-            return progress
-
-        bar = tqdm(total=schedule.total_steps - start_step, initial=step - start_step, desc=desc,
-                   disable=not acc.is_local_main_process, leave=True, dynamic_ncols=True)
-        while step < schedule.total_steps and not progress.finished:
-            epoch, offset = divmod(step, schedule.steps_per_epoch)
-            generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, level, epoch))
-            order = positions[torch.randperm(len(positions), generator=generator)]
-            if progress.loss_sum is not None:  # resumed inside this epoch
-                loss_sum, correct, seen = progress.loss_sum.to(acc.device), progress.correct.to(acc.device), progress.seen
+    def _epoch(self, run: _LevelRun, step: int, bar) -> int:
+        """One epoch (or the rest of a resumed one) from ``step``: the per-step loop, eager or replayed; the step
+        reached. Everything a step touches is a local here, and losses and accuracies stay on the device."""
+        acc, cfg, source, progress = self.accelerator, self.cfg, self.sources["train"], run.progress
+        model, optimizer, enforcer, observer, backward, captured = run.model, run.optimizer, run.enforcer, run.observer, run.backward, run.captured
+        base_lrs, schedule, callbacks, unwrapped, checkpoint, policy = run.base_lrs, run.schedule, run.callbacks, run.unwrapped, run.checkpoint, run.policy
+        channels_last = cfg.channels_last
+        epoch, offset = divmod(step, schedule.steps_per_epoch)
+        generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, run.level, epoch))
+        order = run.positions[torch.randperm(len(run.positions), generator=generator)]
+        if progress.loss_sum is not None:  # resumed inside this epoch
+            loss_sum, correct, seen = progress.loss_sum.to(acc.device), progress.correct.to(acc.device), progress.seen
+        else:
+            loss_sum = torch.zeros((), device=acc.device)
+            correct = torch.zeros((), device=acc.device, dtype=torch.long)
+            seen = 0
+        if captured is not None:  # the graph accumulates into its own tensors
+            loss_sum, correct = captured.begin_epoch(loss_sum, correct)
+        for images, labels, index in source.batches(order, cfg.batch_size, True, generator, start_batch=offset):
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            self._set_lr(optimizer, base_lrs, step, schedule)
+            if captured is not None:
+                captured.step(images, labels, index)  # the same step, replayed (lr from the floats just set)
+                step += 1
+                seen += labels.numel()
             else:
-                loss_sum = torch.zeros((), device=acc.device)
-                correct = torch.zeros((), device=acc.device, dtype=torch.long)
-                seen = 0
-            if captured is not None:  # the graph accumulates into its own tensors
-                loss_sum, correct = captured.begin_epoch(loss_sum, correct)
-            for images, labels, index in source.batches(order, cfg.batch_size, True, generator, start_batch=offset):
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                self._set_lr(optimizer, base_lrs, step, schedule)
-                if captured is not None:
-                    captured.step(images, labels, index)  # the same step, replayed (lr from the floats just set)
-                    step += 1
-                    seen += labels.numel()
-                else:
-                    logits = model(images)
-                    loss = F.cross_entropy(logits, labels)
-                    if observer is not None:
-                        observer(logits.detach(), labels, index)
-                    optimizer.zero_grad(set_to_none=True)
-                    backward(loss)
-                    enforcer.mask_gradients()
-                    if cfg.grad_clip:
-                        acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                    enforcer.apply()
-                    step += 1
-                    seen += labels.numel()
-                    loss_sum.add_(loss.detach(), alpha=labels.numel())
-                    correct.add_((logits.detach().argmax(1) == labels).sum())
-                bar.update(1)
-                if step in callbacks:
-                    callbacks[step](unwrapped, optimizer)
-                if step >= schedule.total_steps:
-                    break
-                if checkpointing and policy.due_inside_epoch(step, schedule.steps_per_epoch, schedule.total_steps):
-                    checkpoint(snapshot(loss_sum.clone(), correct.clone(), seen))
-            totals = acc.reduce(torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=acc.device)]), "sum")
-            epoch_loss, epoch_acc = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
-            if not math.isfinite(epoch_loss):
-                raise DivergedError(level, epoch + 1, step, epoch_loss)
-            progress.examples += int(totals[2].item())
-            record = {"epoch": epoch + 1, "step": step, "train_loss": epoch_loss, "train_acc": epoch_acc}
-            if cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0 and "val" in self.sources and step < schedule.total_steps:
-                record["val_loss"], record["val_acc"] = self.evaluate(model, "val")
-            progress.history.append(record)
-            acc.log({f"level_{level:02d}/{k}": v for k, v in record.items() if k not in ("epoch", "step")}, step=step)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.3f}", acc=f"{epoch_acc:.3f}")
-            if epoch_end is not None and step < schedule.total_steps and epoch_end(epoch + 1, unwrapped):
-                record["stopped_early"] = True
-                progress.finished = True
-            if checkpointing and policy.due_at_epoch_end(epoch + 1, step):
-                checkpoint(snapshot())
-            progress.loss_sum = progress.correct = None
-        bar.close()
-        figures = decision.figures()
-        if captured is not None:
-            figures.update(replayed_steps=captured.replays, eager_steps=captured.eager_steps)  # the tail batches eager
-            captured.close()  # (an exception leaves the graph to the garbage collector with this frame)
-        result = TrainResult(steps=step - start_step, examples=progress.examples, history=progress.history, cuda_graphs=figures)
-        result.wall_time = time.perf_counter() - started
+                logits = model(images)
+                loss = F.cross_entropy(logits, labels)
+                if observer is not None:
+                    observer(logits.detach(), labels, index)
+                optimizer.zero_grad(set_to_none=True)
+                backward(loss)
+                enforcer.mask_gradients()
+                if cfg.grad_clip:
+                    acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                enforcer.apply()
+                step += 1
+                seen += labels.numel()
+                loss_sum.add_(loss.detach(), alpha=labels.numel())
+                correct.add_((logits.detach().argmax(1) == labels).sum())
+            bar.update(1)
+            if step in callbacks:
+                callbacks[step](unwrapped, optimizer)
+            if step >= schedule.total_steps:
+                break
+            if checkpoint is not None and policy.due_inside_epoch(step, schedule.steps_per_epoch, schedule.total_steps):
+                checkpoint(run.snapshot(step, loss_sum.clone(), correct.clone(), seen))
+        self._end_epoch(run, epoch, step, loss_sum, correct, seen, bar)
+        return step
+
+    def _end_epoch(self, run: _LevelRun, epoch: int, step: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, bar) -> None:
+        """The epoch's figures (read from the device once, summed over processes; a non-finite loss is divergence),
+        the optional validation, the epoch hook (early stopping) and an epoch-end checkpoint."""
+        acc, cfg, schedule, progress = self.accelerator, self.cfg, run.schedule, run.progress
+        totals = acc.reduce(torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=acc.device)]), "sum")
+        epoch_loss, epoch_acc = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+        if not math.isfinite(epoch_loss):
+            raise DivergedError(run.level, epoch + 1, step, epoch_loss)
+        progress.examples += int(totals[2].item())
+        record = {"epoch": epoch + 1, "step": step, "train_loss": epoch_loss, "train_acc": epoch_acc}
+        if cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0 and "val" in self.sources and step < schedule.total_steps:
+            record["val_loss"], record["val_acc"] = self.evaluate(run.model, "val")
+        progress.history.append(record)
+        acc.log({f"level_{run.level:02d}/{k}": v for k, v in record.items() if k not in ("epoch", "step")}, step=step)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.3f}", acc=f"{epoch_acc:.3f}")
+        if run.epoch_end is not None and step < schedule.total_steps and run.epoch_end(epoch + 1, run.unwrapped):
+            record["stopped_early"] = True
+            progress.finished = True
+        if run.checkpoint is not None and run.policy.due_at_epoch_end(epoch + 1, step):
+            run.checkpoint(run.snapshot(step))
+        progress.loss_sum = progress.correct = None
+
+    def _result(self, run: _LevelRun, steps: int) -> TrainResult:
+        """The level's result; the captured step's graph is released."""
+        figures = run.decision.figures()
+        if run.captured is not None:
+            figures.update(replayed_steps=run.captured.replays, eager_steps=run.captured.eager_steps)  # the tail batches eager
+            run.captured.close()  # (an exception leaves the graph to the garbage collector with the level's frames)
+        progress = run.progress
+        result = TrainResult(steps=steps, examples=progress.examples, history=progress.history, cuda_graphs=figures)
+        result.wall_time = time.perf_counter() - run.started
         if result.history:
             result.train_loss, result.train_acc = result.history[-1]["train_loss"], result.history[-1]["train_acc"]
         return result

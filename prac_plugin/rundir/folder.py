@@ -1,4 +1,4 @@
-"""The run directory: every path inside a run folder is named here, and only here.
+"""The run directory: reading and writing the files of a run folder (their names and paths: `paths`).
 
 Layout::
 
@@ -13,7 +13,7 @@ Layout::
     checkpoints/            mid-level checkpoints (layout inside: `prac_plugin.engine.checkpoint`)
     sanity/, stability/, full_data/   analyses of levels
     summary.json, summary.csv, summary.md, curve.png
-    .prac.lock              held by the process working in the folder (see runlock.py)
+    .prac.lock              held by the process working in the folder (see `prac_plugin.rundir.lock`)
 
 A level is complete when its ``metrics.json`` exists; a re-run continues after the last complete level. Weights or
 a mask without metrics are an incomplete level, which analyses refuse and a re-run computes again. Weights read
@@ -31,24 +31,15 @@ import torch
 import yaml
 
 from ..errors import PracError, shown
+from . import paths
 from .files import atomic_save_safetensors, atomic_save_torch, atomic_write_json, atomic_write_text, load_safetensors
-from .lock import LOCK_NAME  # the run's lock file is not content
+from .paths import (  # noqa: F401  (the names, read from here by the rest of the package)
+    ANALYSES, CHECKPOINTS, FINAL_SET, INDEX_SUFFIX, LOCK_NAME, MASK_FILE, METRICS_FILE, PRAC_FOLDER, RECIPE_FILE,
+    RECIPE_RECORD, REWIND_OPTIMIZER_FILE, STRUCTURE_FILE, WEIGHTS_FILE, level_name,
+)
 
 RESULT_AFFECTING_SECTIONS = ("model", "data", "train", "ticket", "data_selection")
 FORMAT_VERSION = 1
-
-RECIPE_FILE = "recipe.yaml"
-RECIPE_RECORD = ".recipe_started.yaml"  # recipe.yaml is the user's to read, and to edit by mistake; this keeps what ran
-MASK_FILE = "mask.safetensors"
-WEIGHTS_FILE = "weights.safetensors"
-METRICS_FILE = "metrics.json"
-STRUCTURE_FILE = "structure.json"
-REWIND_OPTIMIZER_FILE = "rewind_optimizer.pt"
-CHECKPOINTS = "checkpoints"
-PRAC_FOLDER = "prac"
-INDEX_SUFFIX = ".prac.safetensors"
-FINAL_SET = "prac_set" + INDEX_SUFFIX
-ANALYSES = ("sanity", "stability", "full_data")
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -104,13 +95,9 @@ def check_level_metrics(metrics: Any, path: Path, level: int) -> dict:
     return metrics
 
 
-def level_name(level: int) -> str:
-    return f"level_{level:02d}"
-
-
 def prac_round_path(run_path: str | Path, level: int) -> Path:
     """The PrAC set selected after ``level`` in the run at ``run_path`` (a random baseline reads its sizes)."""
-    return Path(run_path) / PRAC_FOLDER / f"round_{level:02d}{INDEX_SUFFIX}"
+    return paths.prac_round(run_path, level)
 
 
 def first_difference(a: Any, b: Any, prefix: str = "") -> Optional[tuple[str, Any, Any]]:
@@ -251,58 +238,56 @@ class RunDirectory:
                 f"{str(self.path / RECIPE_FILE)!r} was changed after the run started ({key}: {shown(started)} when it started, "
                 f"{shown(now)} in the file): the results there were made with {shown(started)}; {self._restore_advice()}")
 
-    # paths ----------------------------------------------------------------------------------------------
+    # paths (`paths`) ------------------------------------------------------------------------------------
     def level_dir(self, level: int) -> Path:
-        return self.path / level_name(level)
+        return paths.level_dir(self.path, level)
 
     def mask_path(self, level: int) -> Path:
-        return self.level_dir(level) / MASK_FILE
+        return paths.mask(self.path, level)
 
     def weights_path(self, level: int) -> Path:
-        return self.level_dir(level) / WEIGHTS_FILE
+        return paths.weights(self.path, level)
 
     def metrics_path(self, level: int) -> Path:
-        return self.level_dir(level) / METRICS_FILE
+        return paths.metrics(self.path, level)
 
     def structure_path(self, level: int) -> Path:
-        return self.level_dir(level) / STRUCTURE_FILE
+        return paths.structure(self.path, level)
 
     def state_path(self, name: str) -> Path:
         """``init`` or ``rewind`` weights."""
-        return self.path / f"{name}.safetensors"
+        return paths.state(self.path, name)
 
     @property
     def rewind_optimizer_path(self) -> Path:
-        return self.path / REWIND_OPTIMIZER_FILE
+        return paths.rewind_optimizer(self.path)
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.path / CHECKPOINTS
+        return paths.checkpoints(self.path)
 
     def prac_round_path(self, level: int) -> Path:
-        return prac_round_path(self.path, level)
+        return paths.prac_round(self.path, level)
 
     @property
     def dense_predictions_path(self) -> Path:
-        return self.path / PRAC_FOLDER / "dense_predictions.safetensors"
+        return paths.dense_predictions(self.path)
 
     @property
     def final_set_path(self) -> Path:
-        return self.path / FINAL_SET
+        return paths.final_set(self.path)
 
     def summary_path(self, suffix: str) -> Path:
         """``summary.json``, ``summary.csv``, ``summary.md``."""
-        return self.path / f"summary{suffix}"
+        return paths.summary(self.path, suffix)
 
     @property
     def curve_path(self) -> Path:
-        return self.path / "curve.png"
+        return paths.curve(self.path)
 
     def analysis_path(self, analysis: str, level: int, suffix: str, variant: str = "") -> Path:
         """``sanity/level_LL.json``, ``stability/level_LL_rewind_bn.png``, ``full_data/level_LL.json``, ..."""
-        if analysis not in ANALYSES:
-            raise ValueError(f"unknown analysis folder {analysis!r}")
-        return self.path / analysis / f"{level_name(level)}{variant}{suffix}"
+        return paths.analysis(self.path, analysis, level, suffix, variant)
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.path))
@@ -358,11 +343,11 @@ class RunDirectory:
     def save_state(self, name: str, weights: dict[str, torch.Tensor], info: Optional[dict] = None) -> None:
         atomic_save_safetensors(weights, self.state_path(name), {"format": "pt"})
         if info is not None:
-            atomic_write_json(self.path / f"{name}.json", info)
+            atomic_write_json(paths.state_info(self.path, name), info)
 
     def load_state(self, name: str) -> tuple[dict[str, torch.Tensor], dict]:
         weights = _check_finite(load_safetensors(self.state_path(name), what=f"{name} weights"), f"{name} weights", self.state_path(name))
-        info_path = self.path / f"{name}.json"
+        info_path = paths.state_info(self.path, name)
         info = read_json(info_path, f"{name} point") if info_path.is_file() else {}
         if not isinstance(info, dict) or (info and not all(isinstance(info.get(k), int) and not isinstance(info.get(k), bool)
                                                             for k in ("step", "total_steps"))):

@@ -24,13 +24,13 @@ from typing import Iterator, NoReturn, Optional, Sequence
 
 from ..errors import PracError
 from .files import make_folder
+from .paths import LOCK_NAME, RECIPE_FILE
 
 try:
     import fcntl
 except ImportError:  # Windows has no flock: runs there go unlocked rather than failing to start
     fcntl = None  # type: ignore[assignment]
 
-LOCK_NAME = ".prac.lock"
 _RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # torchrun/accelerate, Open MPI, MPICH
 _held: dict[str, int] = {}  # real folder path -> nesting depth, for the locks this process holds
 
@@ -177,8 +177,6 @@ def _tidy(folder: Path, created: list[Path], lock_path: Optional[Path]) -> None:
     """Leave a folder that is not a run folder (no recipe.yaml: a run refused or failed before writing) as it was:
     without the lock file, and removed with the parents this lock created if they are empty. A run folder keeps its
     lock file. Removing it is safe: a process that opened it in the meantime sees it is gone and opens the new one."""
-    from .folder import RECIPE_FILE  # here, not at the top: rundir imports this module for LOCK_NAME
-
     try:
         if lock_path is not None and not (folder / RECIPE_FILE).exists():
             lock_path.unlink()

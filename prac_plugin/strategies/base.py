@@ -43,7 +43,7 @@ class TicketTraits:
 
     ``levels_option``: the recipe key holding the number of pruned levels (None: the levels follow from other
     options, e.g. one per CTS density). ``independent_levels``: a level's ticket needs only level 0 and its own
-    training, not the levels between (cost accounting in `prac report`). ``magnitude_masks``: masks are pruned by
+    training, not the levels between (the cost of a ticket: `finding_levels`, `cost_levels`). ``magnitude_masks``: masks are pruned by
     magnitude from the previous level's weights (so inverted scores are a sanity check). ``changes_architecture``:
     each level is a smaller model, not a mask on the dense one. ``analyses``: which of `ANALYSES` apply, and
     ``not_applicable``: why the others do not (said in one line when a user asks for one).
@@ -55,6 +55,20 @@ class TicketTraits:
     changes_architecture: bool = False
     analyses: frozenset = frozenset(ANALYSES)
     not_applicable: str = ""
+
+    # the cost of a ticket: one rule for `prac report` (a level's ticket as the run trained it) and `prac retrain`
+    # (its mask trained again on the full data) ------------------------------------------------------------------
+    def finding_levels(self, level: int) -> list[int]:
+        """The levels whose training found the mask of ``level``: every level before it (the mask is pruned from
+        level L-1's weights), or level 0 alone when levels are independent (searched or drawn at the rewind point)."""
+        if level == 0:
+            return []
+        return [0] if self.independent_levels else list(range(level))
+
+    def cost_levels(self, level: int) -> list[int]:
+        """The levels whose training a level's ticket costs as the run trained it: those that found its mask
+        (`finding_levels`), then its own."""
+        return self.finding_levels(level) + [level]
 
 
 @dataclass

@@ -208,7 +208,19 @@ class TicketMask:
         prunable set exactly, so a mask missing a layer or holding the ignored classifier is refused too. Every
         problem is one `PracError` naming the file and the entry.
         """
-        tensors = read_mask_file(path)
+        return cls.from_entries(path, read_mask_file(path), model, include=include, ignore=ignore)
+
+    @classmethod
+    def from_entries(
+        cls,
+        path: str | Path,
+        tensors: Mapping[str, torch.Tensor],
+        model: nn.Module | None = None,
+        *,
+        include: Sequence[str] | None = None,
+        ignore: Sequence[str] | None = None,
+    ) -> "TicketMask":
+        """The mask of entries already read from ``path`` (a checkpoint's, read once), refused as `load` refuses."""
         check_mask_entries(path, tensors, model, include, ignore)
         return cls({n: t.view(torch.uint8) != 0 for n, t in tensors.items()})  # a crafted byte 5 reads as True, not 5
 

@@ -44,11 +44,11 @@ from ...errors import PracError
 from .data import MIXED_EXTRA, SampleIdDataset, carry_ids, dataset_identity, eval_predictions, unpack
 from ...rundir.files import atomic_save_safetensors, load_safetensors, load_safetensors_and_metadata, state_to_cpu
 from ...tickets.masks import MaskEnforcer, TicketMask
-from ...tickets.rewind import RewindPoint, resolve_rewind_step
+from ...tickets.rewind import RewindPoint, resolve_rewind_step, rewind_record, save_rewind_point
 from ...rundir.folder import FINAL_SET, MASK_FILE, RunDirectory
 from ...strategies.prac.forgetting import ForgettingTracker, max_over_processes
 from ...index_files.format import PracIndex
-from ...strategies.prac.sets import critical_set, prune_disagreement, set_index, set_metadata
+from ...strategies.prac.sets import prune_disagreement, select_round, write_round
 
 PATCHES = {  # the lines to add to timm's train.py, per script version (`prac timm-patch`, the README)
     "current": Path(__file__).parent / "patches" / "train.py.diff",
@@ -520,12 +520,12 @@ class TimmHook:
     def _capture_rewind(self) -> None:
         if self.rewind_step is None or self.updates != self.rewind_step or self.rewind_saved:
             return
+        run_dir = RunDirectory(self.output) if self.output else None  # rank 0 always has one (`start` refuses none)
         if _rank() == 0:
-            info = {"point": str(self.rewind), "step": self.updates, "total_steps": self.total_steps, "steps_per_epoch": self.updates_per_epoch}
-            RunDirectory(self.output).save_state("rewind", state_to_cpu(self.model), info)
+            save_rewind_point(run_dir, self.model, rewind_record(self.rewind, self.updates, self.total_steps, self.updates_per_epoch))
             _log.info(f"prac: saved the rewind point {self.rewind} (step {self.updates} of {self.total_steps}) to "
-                      f"{self.output / 'rewind.safetensors'}")
-        self.rewind_saved = str(self.output / "rewind.safetensors") if self.output else "saved by rank 0"
+                      f"{run_dir.state_path('rewind')}")
+        self.rewind_saved = str(run_dir.state_path("rewind")) if run_dir else "saved by rank 0"
 
     @torch.no_grad()
     def _prune_disagreement(self) -> torch.Tensor:
@@ -561,22 +561,19 @@ class TimmHook:
         atomic_save_safetensors(stats, self.output / STATISTICS_FILE, self.identity)
         unshown = self.unshown_rows()
         cet = tracker.critical(self.threshold).cpu() | unshown
-        criteria = "cet" if cep is None else "both"
-        cep = torch.zeros_like(cet) if cep is None else cep
-        positions = critical_set(cet, cep, criteria).nonzero().squeeze(1)
-        if positions.numel() == 0:
-            raise PracError(f"the PrAC set is empty: no example was forgotten more than {self.threshold} times or never learned"
-                            f"{'' if criteria == 'cet' else ' nor changed by pruning'}; per-row statistics are in "
-                            f"{str(self.output / STATISTICS_FILE)!r}")
+        selected = select_round(cet, cep, "both", if_empty=(
+            f"the PrAC set is empty: no example was forgotten more than {self.threshold} times or never learned"
+            f"{'' if cep is None else ' nor changed by pruning'}; per-row statistics are in "
+            f"{str(self.output / STATISTICS_FILE)!r}"))
         start_epoch, start_step = self.round_start  # what this round trained, not timm's absolute counters
-        metadata = set_metadata(
-            self.identity, self.model_name, self.model, criteria, self.threshold, self.class_names, "prac_plugin timm integration",
+        write_round(
+            [self.output / FINAL_SET], selected, tracker, torch.arange(len(self.labels)), self.labels, self.identity,
+            self.model_name, self.model, self.threshold, self.class_names, "prac_plugin timm integration",
             val_fraction=0.0, optimizer_steps=self.updates - start_step, trained_rows=int((tracker.presentations > 0).sum()),
             source_index=self.index_path or "", epochs_recorded=self.epochs_recorded - start_epoch, dense_weights=self.dense_path or "",
             start_epoch=start_epoch, unshown_rows=int(unshown.sum()),
         )
-        index = set_index(tracker, positions, torch.arange(len(self.labels)), self.labels, cet, cep, metadata)
-        index.save(self.output / FINAL_SET)
+        positions, criteria = selected.positions, selected.criteria
         rows = len(self.rows) if self.rows is not None else len(self.labels)
         _log.info(f"prac: saved the PrAC set ({criteria.replace('both', 'CET ∪ CEP').upper()}): {positions.numel()} of the "
                   f"{rows} rows trained on ({int(unshown.sum())} never shown, counted as never learned) to {self.output / FINAL_SET}")

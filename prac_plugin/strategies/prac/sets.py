@@ -1,15 +1,21 @@
 """The PrAC set of a round and its index file: one rule for `prac run` and the timm hook.
 
 CET (forgotten more than E_F times during the round, or never learned) united with CEP (eval-mode predictions
-of the dense round-0 model and of the current one differ on the un-augmented training split).
+of the dense round-0 model and of the current one differ on the un-augmented training split). `select_round`
+chooses a round's rows, `write_round` writes them as an index file; both callers (`PracSelection.end_level`, the
+timm hook's ``finish``) only gather the statistics and say where.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 
+from ...errors import PracError
 from ...version import __version__
 from .forgetting import ForgettingTracker
 from ...index_files.format import PracIndex
@@ -64,3 +70,42 @@ def set_index(tracker: ForgettingTracker, positions: torch.Tensor, row_ids: torc
         "prune_disagreement": cep[positions],
     }
     return PracIndex(row_ids[positions], metadata, statistics)
+
+
+@dataclass
+class RoundSet:
+    """The rows a round selected: the criteria applied, CET and CEP over the split's rows, and the chosen positions."""
+
+    criteria: str  # "both", "cet", "cep", or "full" (every row: CEP was asked for and there is no sparse model yet)
+    cet: torch.Tensor
+    cep: torch.Tensor
+    positions: torch.Tensor
+
+
+def select_round(cet: torch.Tensor, cep: Optional[torch.Tensor], criteria: str, if_empty: str) -> RoundSet:
+    """The rows a round selects by ``criteria``. CEP needs a sparse model and the dense one's predictions: a round
+    without them (``cep`` None: round 0 of `prac run`, the timm hook without ``--prac-dense``) selects CET, or every
+    row when only CEP was asked for. An empty set is a `PracError` saying ``if_empty``."""
+    if criteria not in CRITERIA:
+        raise ValueError(f"unknown PrAC criteria {criteria!r}")
+    if cep is None:
+        applied, cep = ("full" if criteria == "cep" else "cet"), torch.zeros_like(cet)
+        chosen = torch.ones_like(cet) if applied == "full" else cet
+    else:
+        applied, chosen = criteria, critical_set(cet, cep, criteria)
+    positions = chosen.nonzero().squeeze(1)
+    if positions.numel() == 0:
+        raise PracError(if_empty)
+    return RoundSet(applied, cet, cep, positions)
+
+
+def write_round(paths: Sequence[str | Path], selected: RoundSet, tracker: ForgettingTracker, row_ids: torch.Tensor,
+                labels: torch.Tensor, signature: dict[str, str], model_name: str, model: torch.nn.Module, threshold: int,
+                class_names: list[str], created_by: str, **extra) -> PracIndex:
+    """Write a round's set (`select_round`) as an index file at each of ``paths``, with its per-row statistics and
+    the metadata saying how and with what it was chosen (`set_metadata`; ``extra``: further provenance)."""
+    metadata = set_metadata(signature, model_name, model, selected.criteria, threshold, class_names, created_by, **extra)
+    index = set_index(tracker, selected.positions, row_ids, labels, selected.cet, selected.cep, metadata)
+    for path in paths:
+        index.save(path)
+    return index

@@ -19,7 +19,7 @@ from .disagreement import predictions
 from .early_bird import EarlyBird
 from .forgetting import ForgettingTracker, max_over_processes
 from ...index_files.format import PracIndex
-from .sets import critical_set, set_index, set_metadata
+from .sets import select_round, write_round
 from ..base import DataSelectionStrategy, StrategyOptions
 
 
@@ -137,40 +137,30 @@ class PracSelection(EarlyBirdStopping, DataSelectionStrategy):
         if level == 0:
             if context.is_main_process:
                 atomic_save_safetensors({"predictions": current}, dense_file)
-            cep = torch.zeros_like(cet)
-            chosen = cet if opts.criteria != "cep" else torch.ones_like(cet)  # CEP needs a sparse model: none yet
+            cep = None  # CEP needs a sparse model: none yet
         else:
-            dense = load_safetensors(dense_file, what="dense predictions")["predictions"]
-            cep = current != dense
-            chosen = critical_set(cet, cep, opts.criteria)
-        positions = chosen.nonzero().squeeze(1)
-        if positions.numel() == 0:
-            raise PracError(
-                f"the PrAC set of round {level} is empty (no example forgotten more than {opts.forgetting_threshold} times"
-                f"{'' if level == 0 else ' nor changed by pruning'}); lower data_selection.forgetting_threshold or train longer"
-            )
+            cep = current != load_safetensors(dense_file, what="dense predictions")["predictions"]
+        selected = select_round(cet, cep, opts.criteria, if_empty=(
+            f"the PrAC set of round {level} is empty (no example forgotten more than {opts.forgetting_threshold} times"
+            f"{'' if level == 0 else ' nor changed by pruning'}); lower data_selection.forgetting_threshold or train longer"))
         if context.is_main_process:
-            self._write(level, positions, cet, cep, model)
+            self._write(level, selected, model)
         context.wait_for_everyone()
         trained = int((self.tracker.presentations > 0).sum())
         return {
-            "prac_set_size": int(positions.numel()),
-            "prac_set_fraction": positions.numel() / context.train_size,
+            "prac_set_size": int(selected.positions.numel()),
+            "prac_set_fraction": selected.positions.numel() / context.train_size,
             "cet_count": int(cet.sum()),
-            "cep_count": int(cep.sum()),
+            "cep_count": int(selected.cep.sum()),
             "never_learned_count": int(self.tracker.never_learned.sum()),
             "examples_trained": trained,
             "selection_forward_passes": context.train_size,
         }
 
-    def _write(self, level, positions, cet, cep, model) -> None:
+    def _write(self, level, selected, model) -> None:
         context, opts = self.context, self.options
         provenance = dict(context.provenance)
-        metadata = set_metadata(
-            context.dataset_signature, provenance.pop("model"), model,
-            opts.criteria if level else ("cet" if opts.criteria != "cep" else "full"), opts.forgetting_threshold,
-            context.class_names, "prac_plugin PrAC selection", round=level, **provenance,
-        )
-        index = set_index(self.tracker, positions, context.train.row_ids, context.train.labels, cet, cep, metadata)
-        index.save(context.run_dir.prac_round_path(level))
-        index.save(context.run_dir.final_set_path)
+        run_dir = context.run_dir
+        write_round([run_dir.prac_round_path(level), run_dir.final_set_path], selected, self.tracker, context.train.row_ids,
+                    context.train.labels, context.dataset_signature, provenance.pop("model"), model, opts.forgetting_threshold,
+                    context.class_names, "prac_plugin PrAC selection", round=level, **provenance)
