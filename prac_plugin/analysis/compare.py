@@ -52,9 +52,11 @@ def recipe_key(recipe: dict) -> dict:
 
 
 def strategy_label(recipe: dict) -> str:
+    """The ticket strategy, and the data selection unless it is the default one (which trains on everything)."""
     ticket = (recipe.get("ticket") or {}).get("strategy", "?")
-    selection = (recipe.get("data_selection") or {}).get("strategy", "full")
-    return ticket if selection == "full" else f"{ticket} + {selection}"
+    default = registry.default("data_selection")
+    selection = (recipe.get("data_selection") or {}).get("strategy", default)
+    return ticket if selection == default else f"{ticket} + {selection}"
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -98,7 +100,7 @@ def group_runs(paths: list[str]) -> list[Group]:
 def cost_levels(strategy: str, level: int) -> list[int]:
     """The levels whose training a level's ticket needs: all up to it, or level 0 and itself for a strategy that
     declares independent levels (CTS)."""
-    independent = registry.get("ticket", strategy).traits.independent_levels if strategy else False
+    independent = registry.spec("ticket", strategy).traits.independent_levels if strategy else False
     return [0, level] if independent and level else list(range(level + 1))
 
 

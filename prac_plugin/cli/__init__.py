@@ -94,8 +94,10 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
     raw = apply_overrides(load_recipe_dict(args.recipe), args.set)
     recipe = parse_recipe(raw)
-    if recipe.data_selection.strategy != "prac":
-        raise PracError(f"prac select needs data_selection.strategy: prac (the recipe has {recipe.data_selection.strategy!r})")
+    final_index = registry.spec("data_selection", recipe.data_selection.strategy).final_index  # a selection's index file
+    if final_index is None:
+        selecting = [n for n in registry.available("data_selection") if registry.spec("data_selection", n).final_index]
+        raise PracError(f"prac select needs data_selection.strategy: {' or '.join(selecting)} (the recipe has {recipe.data_selection.strategy!r})")
     levels_option = registry.get("ticket", recipe.ticket.strategy).traits.levels_option
     if levels_option is None:
         raise PracError(f"prac select needs a ticket strategy with a number of levels to set, such as ltr; "
@@ -104,7 +106,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     recipe = parse_recipe(apply_overrides(raw, [f"ticket.{levels_option}={recipe.data_selection.select_rounds}"]))
     output = args.output or default_output_dir(args.recipe) + "-select"
     run_recipe(recipe, output)  # takes the run folder's lock
-    path = str(RunDirectory(output).final_set_path)
+    path = str(RunDirectory(output).path / final_index)
     print(f"PrAC index file: {path}")
     _print_description(PracIndex.load(path))
     return 0
@@ -275,6 +277,26 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+class _LazyChoices:
+    """argparse choices read only when needed (a value given, or the command's help): building the parser reads
+    no strategy."""
+
+    def __init__(self, names):
+        self._names = names
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, value) -> bool:
+        return value in self._names()
+
+
+def _example_names() -> list[str]:
+    from ..config.docs import example_names
+
+    return example_names()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prac", description="Find lottery tickets efficiently on timm models and HF datasets.")
     parser.add_argument("--version", action="version", version=f"prac_plugin {__version__}")
@@ -287,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     recipe = commands.add_parser("recipe", help="every recipe key with its type, default and help; or a commented starter recipe")
     recipe.add_argument("what", nargs="?", metavar="SECTION", help="a section (train), or a strategy's options (ticket.strategy=cts); default: all")
-    recipe.add_argument("--example", choices=("ltr", "prac", "cts", "structured"),
+    recipe.add_argument("--example", choices=_LazyChoices(_example_names),
                         help="print a commented starter recipe that runs as printed")
     recipe.set_defaults(func=_cmd_recipe)
 

@@ -8,12 +8,13 @@ Layout::
     rewind.safetensors      weights at the rewind point (+ rewind.json: its step)
     rewind_optimizer.pt     optimizer state at the rewind point (when the recipe rewinds it)
     level_NN/mask.safetensors, weights.safetensors, metrics.json   (metrics.json is written last)
-    level_NN/structure.json the compact architecture of a structured ticket
-    prac/round_NN.prac.safetensors, prac/dense_predictions.safetensors, prac_set.prac.safetensors
     checkpoints/            mid-level checkpoints (layout inside: `prac_plugin.engine.checkpoint`)
     sanity/, stability/, full_data/   analyses of levels
     summary.json, summary.csv, summary.md, curve.png
     .prac.lock              held by the process working in the folder (see runlock.py)
+
+and the files a strategy writes of its own, each named by the strategy (its declared ``run_files``: PrAC's sets,
+a structured ticket's ``level_NN/structure.json``, ...), under the paths `level_file` and `path` give.
 
 A level is complete when its ``metrics.json`` exists; a re-run continues after the last complete level. Weights or
 a mask without metrics are an incomplete level, which analyses refuse and a re-run computes again. Weights read
@@ -23,6 +24,7 @@ Every JSON file the package writes carries ``format_version`` = `FORMAT_VERSION`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -30,6 +32,7 @@ from typing import Any, Optional
 import torch
 import yaml
 
+from .. import registry
 from ..errors import PracError, shown
 from .files import atomic_save_safetensors, atomic_save_torch, atomic_write_json, atomic_write_text, load_safetensors
 from .lock import LOCK_NAME  # the run's lock file is not content
@@ -42,12 +45,8 @@ RECIPE_RECORD = ".recipe_started.yaml"  # recipe.yaml is the user's to read, and
 MASK_FILE = "mask.safetensors"
 WEIGHTS_FILE = "weights.safetensors"
 METRICS_FILE = "metrics.json"
-STRUCTURE_FILE = "structure.json"
 REWIND_OPTIMIZER_FILE = "rewind_optimizer.pt"
 CHECKPOINTS = "checkpoints"
-PRAC_FOLDER = "prac"
-INDEX_SUFFIX = ".prac.safetensors"
-FINAL_SET = "prac_set" + INDEX_SUFFIX
 ANALYSES = ("sanity", "stability", "full_data")
 
 
@@ -108,11 +107,6 @@ def level_name(level: int) -> str:
     return f"level_{level:02d}"
 
 
-def prac_round_path(run_path: str | Path, level: int) -> Path:
-    """The PrAC set selected after ``level`` in the run at ``run_path`` (a random baseline reads its sizes)."""
-    return Path(run_path) / PRAC_FOLDER / f"round_{level:02d}{INDEX_SUFFIX}"
-
-
 def first_difference(a: Any, b: Any, prefix: str = "") -> Optional[tuple[str, Any, Any]]:
     """The first key (dotted) whose values differ between two nested mappings, with both values; None if equal."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -124,17 +118,25 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> Optional[tuple[str, An
     return None if a == b else (prefix, a, b)
 
 
-# Keys added to the recipe after run folders were made with the behaviour they now name: a stored recipe without
-# one ran with this value, so an old folder resumes when the value is the same and is "a different run" when not
-# (an old CTS run searched with frozen running statistics: resuming it under the new default would mix methods).
-ADDED_KEYS = {
-    ("ticket", "batchnorm"): "running",
-    ("ticket", "min_per_layer"): 0,
-    ("data_selection", "early_bird"): False,
-    ("data_selection", "early_bird_eps"): 0.08,
-    ("data_selection", "early_bird_window"): 5,
-    ("data_selection", "preset"): None,
-}
+def added_keys(current: Optional[dict]) -> dict[tuple[str, str], Any]:
+    """Keys added to the recipe after run folders were made with the behaviour they now name, with that value: a
+    stored recipe without one ran with it, so an old folder resumes when the value is the same and is "a different
+    run" when not (an old CTS run searched with frozen running statistics: resuming it under the new default would
+    mix methods). Each strategy declares them beside its options (``absent_means``), for ``current``'s strategies."""
+    added = {}
+    for kind in registry.KINDS:
+        section = (current or {}).get(kind)
+        name = section.get("strategy") if isinstance(section, dict) else None
+        try:
+            options = registry.spec(kind, name).Options if isinstance(name, str) else None
+        except PracError:  # a strategy not installed here: no keys of its to fill
+            options = None
+        for option in dataclasses.fields(options) if dataclasses.is_dataclass(options) else ():
+            if "absent_means" in option.metadata:
+                added[(kind, option.name)] = option.metadata["absent_means"]
+    return added
+
+
 # How a step is executed, not what it computes (the captured step gives the eager step's numbers): not compared.
 EXECUTION_KEYS = {("train", "cuda_graphs")}
 
@@ -146,7 +148,7 @@ def _result_sections(recipe: dict, current: Optional[dict] = None) -> dict:
     for section, key in EXECUTION_KEYS:
         if isinstance(sections.get(section), dict):
             sections[section].pop(key, None)
-    for (section, key), before in ADDED_KEYS.items():
+    for (section, key), before in added_keys(current).items():
         now = (current or {}).get(section)
         if isinstance(now, dict) and key in now and isinstance(sections.get(section), dict):
             sections[section].setdefault(key, before)
@@ -264,8 +266,9 @@ class RunDirectory:
     def metrics_path(self, level: int) -> Path:
         return self.level_dir(level) / METRICS_FILE
 
-    def structure_path(self, level: int) -> Path:
-        return self.level_dir(level) / STRUCTURE_FILE
+    def level_file(self, level: int, name: str) -> Path:
+        """A file a strategy keeps in a level's folder (a structured ticket's ``structure.json``)."""
+        return self.level_dir(level) / name
 
     def state_path(self, name: str) -> Path:
         """``init`` or ``rewind`` weights."""
@@ -278,17 +281,6 @@ class RunDirectory:
     @property
     def checkpoints_dir(self) -> Path:
         return self.path / CHECKPOINTS
-
-    def prac_round_path(self, level: int) -> Path:
-        return prac_round_path(self.path, level)
-
-    @property
-    def dense_predictions_path(self) -> Path:
-        return self.path / PRAC_FOLDER / "dense_predictions.safetensors"
-
-    @property
-    def final_set_path(self) -> Path:
-        return self.path / FINAL_SET
 
     def summary_path(self, suffix: str) -> Path:
         """``summary.json``, ``summary.csv``, ``summary.md``."""
@@ -334,11 +326,12 @@ class RunDirectory:
         return level
 
     def incomplete_level(self) -> Optional[int]:
-        """The level after the completed ones if its folder holds a result file but no metrics.json (the run stopped
-        while saving it, or the file was deleted); None when there is none."""
+        """The level after the completed ones if its folder holds a result file (its mask, weights, or a file of the
+        strategy's own) but no metrics.json (the run stopped while saving it, or the file was deleted); None when
+        there is none. Hidden files (an atomic write's temporary file) are no result."""
         level = len(self.completed_levels())
         folder = self.level_dir(level)
-        if any((folder / name).is_file() for name in (MASK_FILE, WEIGHTS_FILE, STRUCTURE_FILE)):
+        if folder.is_dir() and any(p.is_file() and not p.name.startswith(".") and p.name != METRICS_FILE for p in folder.iterdir()):
             return level
         return None
 
