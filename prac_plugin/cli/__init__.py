@@ -309,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     recipe = commands.add_parser("recipe", help="every recipe key with its type, default and help; or a commented starter recipe")
     recipe.add_argument("what", nargs="?", metavar="SECTION", help="a section (train), or a strategy's options (ticket.strategy=cts); default: all")
-    recipe.add_argument("--example", choices=_LazyChoices(_example_names),
-                        help="print a commented starter recipe that runs as printed")
+    example = recipe.add_argument("--example", help="print a commented starter recipe that runs as printed")
+    example.choices = _LazyChoices(_example_names)  # set after add_argument, which would read them at once
     recipe.set_defaults(func=_cmd_recipe)
 
     run = commands.add_parser("run", help="run a recipe (continues an interrupted run in the same output directory)")
