@@ -102,3 +102,28 @@ def tiny_hfds(tmp_path_factory):
         images = coloured_images(rng, labels[split], colors)
         datasets.Dataset.from_dict({"image": images, "label": labels[split].tolist()}, features=features).to_parquet(str(root / "ds" / f"{split}.parquet"))
     return {"path": root / "ds", "cache": root / "cache", "labels": torch.from_numpy(labels["train"]).long()}
+
+
+def undeclared_files(run_path) -> list[str]:
+    """Files of a run folder that neither the run folder names (`prac_plugin.rundir.folder`) nor the run's
+    strategies declare (``run_files``; NN stands for a level or round number): a strategy owns its files."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from prac_plugin import registry
+    from prac_plugin.rundir import folder
+    from prac_plugin.rundir.lock import LOCK_NAME
+
+    run_path = Path(run_path)
+    recipe = yaml.safe_load((run_path / folder.RECIPE_FILE).read_text())
+    named = [folder.RECIPE_FILE, folder.RECIPE_RECORD, "init.safetensors", "rewind.safetensors", "rewind.json",
+             folder.REWIND_OPTIMIZER_FILE, "summary.json", "summary.csv", "summary.md", "curve.png", LOCK_NAME,
+             *(f"level_NN/{name}" for name in (folder.MASK_FILE, folder.WEIGHTS_FILE, folder.METRICS_FILE)),
+             *(f"{name}/*" for name in (folder.CHECKPOINTS, *folder.ANALYSES))]
+    for kind in registry.KINDS:
+        named += list(registry.spec(kind, recipe[kind]["strategy"]).run_files)
+    patterns = [re.compile(re.escape(p).replace("NN", r"\d\d").replace(r"\*", ".*") + "$") for p in named]
+    files = [p.relative_to(run_path).as_posix() for p in run_path.rglob("*") if p.is_file()]
+    return sorted(f for f in files if not any(pattern.match(f) for pattern in patterns))

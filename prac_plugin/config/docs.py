@@ -140,8 +140,12 @@ def markdown(section: str, strategy: Optional[str] = None) -> str:
     """One section's keys as a Markdown table."""
     _, name = section_class(section, strategy)
     title = f"{section} (strategy: {name})" if name else section
-    description = getattr(registry.spec(section, name), "description", "") if name else ""
-    lines = [f"## {title}", ""] + ([description, ""] if description else []) + ["| key | type | default | help |", "|---|---|---|---|"]
+    spec = registry.spec(section, name) if name else None
+    about = [getattr(spec, "description", "")] if spec else []
+    files = getattr(spec, "run_files", {}) if spec else {}
+    about += ["Writes in the run folder: " + "; ".join(f"`{path}` ({what})" for path, what in files.items())] if files else []
+    lines = [f"## {title}", ""] + [line for text in about if text for line in (text, "")]
+    lines += ["| key | type | default | help |", "|---|---|---|---|"]
     lines += [f"| `{d.key}` | {d.type.replace('|', chr(92) + '|')} | `{_cell(d.default)}` | {d.help} |" for d in describe(section, strategy)]
     return "\n".join(lines) + "\n"
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import torch
 
-from .declarations import ANALYSES, Declared, StrategyOptions, StrategySpec, TicketTraits  # noqa: F401  (the light half of the contract)
+from .declarations import ANALYSES, Declared, StrategyOptions, TicketTraits  # noqa: F401  (the light half, importable from here too)
 
 if TYPE_CHECKING:
     from ..data.sources import BatchSource, Split

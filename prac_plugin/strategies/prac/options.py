@@ -75,7 +75,7 @@ PRAC = StrategySpec(
                     title="PrAC-LTR: every level trained and pruned on its PrAC set of critical examples"),
     summary_columns=(Column("cet_count", "CET", "{}"), Column("cep_count", "CEP", "{}")),
     run_files={
-        f"{ROUNDS_FOLDER}/round_NN.prac.safetensors": "the set selected after round NN (an index file)",
+        f"{ROUNDS_FOLDER}/round_NN.prac.safetensors": "the set selected after round NN, an index file",
         f"{ROUNDS_FOLDER}/dense_predictions.safetensors": "the dense round's predictions, for CEP",
         FINAL_SET: "the last round's set: the run's result as an index file",
     },
