@@ -169,13 +169,13 @@ def reference(what: str = "") -> str:
 
 
 # -- starter recipes -----------------------------------------------------------------------------------------------
-def _starters() -> dict[str, tuple[str, str, str]]:
-    """name -> (kind, name, title) of every strategy declaring a starter recipe of its own, in `registry.ordered`."""
+def _starters() -> dict[str, tuple[str, str]]:
+    """name -> (kind, title) of every strategy declaring a starter recipe of its own, in `registry.ordered`."""
     found = {}
     for kind, name in registry.ordered():
         starter = getattr(registry.spec(kind, name), "starter", None)
         if starter is not None and starter.title:
-            found.setdefault(name, (kind, name, starter.title))
+            found.setdefault(name, (kind, starter.title))
     return found
 
 
@@ -186,7 +186,7 @@ def example_names() -> list[str]:
 
 def examples() -> dict[str, dict]:
     """Starter recipes on the embedded digits, each a few seconds to a minute on a CPU."""
-    return {name: starter_recipe(kind, name) for name, (kind, _, _) in _starters().items()}
+    return {name: starter_recipe(kind, name) for name, (kind, _) in _starters().items()}
 
 
 _KIND_LABELS = {"ticket": "ticket strategy", "data_selection": "data selection"}
@@ -201,7 +201,7 @@ def example(name: str) -> str:
     starters = _starters()
     if name not in starters:
         raise PracError(f"--example {name!r} is not one of {', '.join(starters)}")
-    kind, _, title = starters[name]
+    kind, title = starters[name]
     recipe = starter_recipe(kind, name)
     lines = [f"# {title}, on scikit-learn's digits (embedded, offline).",
              f"# prac recipe --example {name} > recipe.yaml && prac run recipe.yaml    (keys: prac recipe SECTION)"]
