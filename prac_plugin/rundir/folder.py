@@ -16,8 +16,9 @@ Layout::
 and the files a strategy writes of its own, each named by the strategy (its declared ``run_files``: PrAC's sets,
 a structured ticket's ``level_NN/structure.json``, ...), under the paths `level_file` and `path` give.
 
-A level is complete when its ``metrics.json`` exists; a re-run continues after the last complete level. Weights or
-a mask without metrics are an incomplete level, which analyses refuse and a re-run computes again. Weights read
+A level is complete when its ``metrics.json`` exists; a re-run continues after the last complete level. Weights, a
+mask or a strategy's own level file without metrics are an incomplete level, which analyses refuse and a re-run
+computes again. Weights read
 back are checked finite: a run never saves NaN or infinities, so any there are damage.
 Every JSON file the package writes carries ``format_version`` = `FORMAT_VERSION`.
 """
