@@ -24,7 +24,7 @@ from conftest import quick_recipe
 FAST_IMPORT = textwrap.dedent(f"""
     import sys, time, types
     package = types.ModuleType("prac_plugin")
-    package.__path__ = [{str(Path(runlock.__file__).parent)!r}]
+    package.__path__ = [{str(Path(runlock.__file__).parent.parent)!r}]  # the package folder, not its __init__: no torch, no timm hook
     sys.modules["prac_plugin"] = package
     from prac_plugin.rundir.lock import run_lock
 """)
