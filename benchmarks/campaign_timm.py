@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PATCH = ROOT / "prac_plugin" / "integrations" / "timm_patches" / "train.py.diff"
+PATCH = ROOT / "prac_plugin" / "integrations" / "timm" / "patches" / "train.py.diff"
 SHARED_SCRIPT = ROOT.parent / "shared" / "timm" / "train_2026-08-08_aa4b585.py"  # what gpu_prepare.sh stages
 STAGED_SCRIPT = ROOT / ".gpu_stage" / "timm" / "train.py"
 

@@ -60,7 +60,7 @@ def commands(folder: Path, before: str | None = None) -> dict[str, list[str]]:
         original, patched = folder / "original.py", folder / "patched.py"
         shutil.copy(SCRIPT, original)
         shutil.copy(SCRIPT, patched)
-        diff = ROOT / "prac_plugin" / "integrations" / "timm_patches" / "train.py.diff"
+        diff = ROOT / "prac_plugin" / "integrations" / "timm" / "patches" / "train.py.diff"
         subprocess.run(["patch", "--quiet", "--forward", "--batch", str(patched), str(diff)], check=True)
         for name, path in (("train.py --help", original), ("patched train.py --help", patched)):
             out[name] = _probe(f"import sys, runpy; sys.argv = [{str(path)!r}, '--help']\ntry:\n"

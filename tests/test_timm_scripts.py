@@ -1,5 +1,5 @@
 """timm's real train.py, current (task-based) and v1.0.22, patched with exactly the repository's patch files
-(timm_patches/, shown in the README) and run on CPU on a tiny parquet dataset: what users run, not a look-alike.
+(integrations/timm/patches/, shown in the README) and run on CPU on a tiny parquet dataset: what users run, not a look-alike.
 
 The scripts come from ../shared/timm (or $PRAC_TIMM_SCRIPTS), unchanged. Each run is a subprocess of a few
 seconds; runs are shared between tests where they can be.
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(os.environ.get("PRAC_TIMM_SCRIPTS", ROOT.parent / "shared" / "timm"))
 VERSIONS = {"current": ("train_2026-08-08_aa4b585.py", "train.py.diff"), "v1.0.22": ("train_v1.0.22.py", "train_v1.0.22.py.diff")}
 N_TRAIN, CLASSES, SIZE = 256, 4, 16
-PATCHES = ROOT / "prac_plugin" / "integrations" / "timm_patches"
+PATCHES = ROOT / "prac_plugin" / "integrations" / "timm" / "patches"
 CPU_DDP = Path(__file__).parent / "cpu_ddp"  # lets timm's DDP wrapping accept CPU processes (see its docstring)
 
 pytestmark = [
@@ -121,11 +121,11 @@ def test_patches_are_small_the_readme_shows_them_verbatim_and_prac_prints_them(s
     for version, (_, diff) in VERSIONS.items():
         text = (PATCHES / diff).read_text()
         changed = [line for line in text.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-        assert text.strip() in readme, f"README does not show timm_patches/{diff} as it is"
+        assert text.strip() in readme, f"README does not show integrations/timm/patches/{diff} as it is"
         if version == "current":
             assert len(changed) <= 8, changed
         assert prac_cli(["timm-patch", "--script", version]) == 0 and capsys.readouterr().out == text
-    assert readme.index("timm_patches/train.py.diff") < readme.index("timm_patches/train_v1.0.22.py.diff")
+    assert readme.index("timm/patches/train.py.diff") < readme.index("timm/patches/train_v1.0.22.py.diff")
 
 
 # -- end to end, both scripts ---------------------------------------------------------------------------------
