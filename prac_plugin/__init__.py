@@ -21,7 +21,14 @@ _EXPORTS = {  # name -> module that defines it, imported on first use
     "MaskEnforcer": ".tickets.masks", "TicketMask": ".tickets.masks", "prunable_parameter_names": ".tickets.masks",
     "Recipe": ".config.recipes", "load_recipe": ".config.recipes", "parse_recipe": ".config.recipes",
     "RewindPoint": ".tickets.rewind",
-    "DataSelectionStrategy": ".strategies.base", "TicketStrategy": ".strategies.base", "register": ".registry",
+    # the plugin contract (CONTRIBUTING.md): the interfaces and what the engine hands them ...
+    "DataSelectionStrategy": ".strategies.base", "TicketStrategy": ".strategies.base", "LevelPlan": ".strategies.base",
+    "TicketContext": ".strategies.base", "SelectionContext": ".strategies.base", "StartPoint": ".strategies.base",
+    "PreviousLevel": ".strategies.base",
+    # ... and what a strategy declares, readable without torch, and its registration
+    "StrategyOptions": ".strategies.declarations", "TicketTraits": ".strategies.declarations",
+    "StrategySpec": ".strategies.declarations", "Starter": ".strategies.declarations", "Column": ".strategies.declarations",
+    "option": ".strategies.declarations", "register": ".registry",
     "export_ticket": ".strategies.structured.ticket", "load_structured_ticket": ".strategies.structured.ticket",
 }
 
@@ -89,8 +96,4 @@ def _register_models() -> None:
 
 _register_models()
 
-__all__ = [
-    "__version__", "PracError", "MaskEnforcer", "TicketMask", "prunable_parameter_names", "Recipe", "load_recipe",
-    "parse_recipe", "RewindPoint", "DataSelectionStrategy", "TicketStrategy", "register", "run",
-    "export_ticket", "load_structured_ticket",
-]
+__all__ = ["__version__", "run", *_EXPORTS]

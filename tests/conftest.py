@@ -51,14 +51,19 @@ def quick_recipe(**overrides) -> dict:
     return recipe
 
 
-def install_strategy_package(tmp_path, monkeypatch, module: str, source: str, entry: str, kind: str) -> None:
-    """Make ``source`` an installed package advertising ``entry`` ("name = module:Class") in the strategies'
-    entry-point group, as a third-party package would; the registry forgets it when the test ends."""
+def install_strategy_package(tmp_path, monkeypatch, module: str, source, entry: str, kind: str) -> None:
+    """Make ``source`` an installed package advertising ``entry`` ("name = module:Class", or "name = module.options:SPEC"
+    naming a spec) in the strategies' entry-point group, as a third-party package would; the registry forgets it when
+    the test ends. ``source`` is one module's text, or {path: text} of the files of a package folder ``module/`` (a
+    strategy's folder laid out as the built-ins' are: ``options.py``, ``strategy.py``)."""
     import textwrap
 
     from prac_plugin import registry
 
-    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    files = {f"{module}.py": source} if isinstance(source, str) else {f"{module}/{path}": text for path, text in source.items()}
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(textwrap.dedent(text))
     dist = tmp_path / f"{module}-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 1.0\n")
@@ -66,7 +71,8 @@ def install_strategy_package(tmp_path, monkeypatch, module: str, source: str, en
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_entry_points_loaded", False)
     monkeypatch.setitem(registry._registry, kind, dict(registry._registry[kind]))
-    monkeypatch.delitem(sys.modules, module, raising=False)
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
 
 
 TINY_CLASSES, TINY_SIZE = 4, 16
@@ -96,3 +102,28 @@ def tiny_hfds(tmp_path_factory):
         images = coloured_images(rng, labels[split], colors)
         datasets.Dataset.from_dict({"image": images, "label": labels[split].tolist()}, features=features).to_parquet(str(root / "ds" / f"{split}.parquet"))
     return {"path": root / "ds", "cache": root / "cache", "labels": torch.from_numpy(labels["train"]).long()}
+
+
+def undeclared_files(run_path) -> list[str]:
+    """Files of a run folder that neither the run folder names (`prac_plugin.rundir.folder`) nor the run's
+    strategies declare (``run_files``; NN stands for a level or round number): a strategy owns its files."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from prac_plugin import registry
+    from prac_plugin.rundir import folder
+    from prac_plugin.rundir.lock import LOCK_NAME
+
+    run_path = Path(run_path)
+    recipe = yaml.safe_load((run_path / folder.RECIPE_FILE).read_text())
+    named = [folder.RECIPE_FILE, folder.RECIPE_RECORD, "init.safetensors", "rewind.safetensors", "rewind.json",
+             folder.REWIND_OPTIMIZER_FILE, "summary.json", "summary.csv", "summary.md", "curve.png", LOCK_NAME,
+             *(f"level_NN/{name}" for name in (folder.MASK_FILE, folder.WEIGHTS_FILE, folder.METRICS_FILE)),
+             *(f"{name}/*" for name in (folder.CHECKPOINTS, *folder.ANALYSES))]
+    for kind in registry.KINDS:
+        named += list(registry.spec(kind, recipe[kind]["strategy"]).run_files)
+    patterns = [re.compile(re.escape(p).replace("NN", r"\d\d").replace(r"\*", ".*") + "$") for p in named]
+    files = [p.relative_to(run_path).as_posix() for p in run_path.rglob("*") if p.is_file()]
+    return sorted(f for f in files if not any(pattern.match(f) for pattern in patterns))

@@ -182,16 +182,17 @@ def test_a_prac_runs_own_round_file_is_checked_against_the_training_labels(tmp_p
     from types import SimpleNamespace
 
     from prac_plugin.rundir.folder import RunDirectory
+    from prac_plugin.strategies.prac.options import round_path
     from prac_plugin.strategies.prac.strategy import _set_positions
 
     split_rows = torch.tensor([0, 1, 3, 4, 7, 9])
     train = SimpleNamespace(row_ids=split_rows, labels=LABELS[split_rows])
     run_dir = RunDirectory(tmp_path)
     context = SimpleNamespace(run_dir=run_dir, train=train)
-    run_dir.prac_round_path(0).parent.mkdir()
-    make_index().save(run_dir.prac_round_path(0))
+    round_path(tmp_path, 0).parent.mkdir()  # PrAC's own files: named by the strategy, not the run folder
+    make_index().save(round_path(tmp_path, 0))
     assert _set_positions(context, 0).tolist() == [1, 3, 4]
-    make_index(labels=[1, 1, 0]).save(run_dir.prac_round_path(1))
+    make_index(labels=[1, 1, 0]).save(round_path(tmp_path, 1))
     with pytest.raises(PracError, match="round 1 set: row 7 has label 0 in the file, 1 in the training split"):
         _set_positions(context, 1)
 

@@ -15,7 +15,7 @@ from prac_plugin.config.recipes import DataSection
 from prac_plugin.index_files.format import PracIndex
 from prac_plugin.index_files.format import dataset_signature
 
-from conftest import quick_recipe
+from conftest import quick_recipe, undeclared_files
 
 PRAC = {"strategy": "prac"}
 
@@ -54,6 +54,7 @@ def test_per_round_sets_are_subsets_and_feed_the_next_round(prac_run, digits_bun
     assert level_metrics(prac_run, 0)["cep_count"] == 0 and level_metrics(prac_run, 0)["train_examples"] == n
     final = PracIndex.load(prac_run / "prac_set.prac.safetensors")
     assert final.rows.tolist() == PracIndex.load(prac_run / "prac" / "round_02.prac.safetensors").rows.tolist()
+    assert undeclared_files(prac_run) == []  # PrAC's sets are the files its declarations name
 
 
 def test_step_accounting_adds_up(prac_run, digits_bundle):

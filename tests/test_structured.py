@@ -17,7 +17,7 @@ from prac_plugin.cli import main
 from prac_plugin.strategies.structured.channels import ChannelPruning, attention_modules, count_macs_params, layer_widths, prune_level, replay
 from prac_plugin.strategies.structured.latency import fold_batchnorm, latency_report
 
-from conftest import quick_recipe
+from conftest import quick_recipe, undeclared_files
 
 
 def _randomize(model: nn.Module, seed: int) -> nn.Module:
@@ -293,6 +293,7 @@ def test_digits_run_writes_smaller_models_per_level(structured_run):
     summary = (out / "summary.md").read_text()
     assert "| params % | MACs % |" in summary and f"| {macs[2]:.2f} |" in summary
     assert "Layers at the ticket.min_keep floor (10% of their dense channels)" in summary
+    assert undeclared_files(out) == []  # structure.json is the file the strategy declares
 
 
 def test_rewind_weights_are_the_start_of_each_level(structured_run):

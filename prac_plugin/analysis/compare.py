@@ -53,9 +53,11 @@ def recipe_key(recipe: dict) -> dict:
 
 
 def strategy_label(recipe: dict) -> str:
+    """The ticket strategy, and the data selection unless it is the default one (which trains on everything)."""
     ticket = (recipe.get("ticket") or {}).get("strategy", "?")
-    selection = (recipe.get("data_selection") or {}).get("strategy", "full")
-    return ticket if selection == "full" else f"{ticket} + {selection}"
+    default = registry.default("data_selection")
+    selection = (recipe.get("data_selection") or {}).get("strategy", default)
+    return ticket if selection == default else f"{ticket} + {selection}"
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -98,7 +100,7 @@ def group_runs(paths: list[str]) -> list[Group]:
 
 def cost_levels(strategy: str, level: int) -> list[int]:
     """The levels whose training a level's ticket needs, as its strategy's traits count them (`TicketTraits.cost_levels`)."""
-    traits = registry.get("ticket", strategy).traits if strategy else TicketTraits()
+    traits = registry.spec("ticket", strategy).traits if strategy else TicketTraits()
     return traits.cost_levels(level)
 
 

@@ -13,11 +13,10 @@ quick start runs, not when the command line is built.
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..config.starter import QUICKSTART_RECIPE
+from ..config.starter import quickstart_recipe
 
 TICKET_LEVELS = (8, 15, 20)  # 16.8%, 3.5% and 1.2% of the prunable weights left
 
@@ -35,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _recipe(selection: dict, levels: int, epochs: int) -> dict:
-    recipe = copy.deepcopy(QUICKSTART_RECIPE)
+    recipe = quickstart_recipe()
     recipe["ticket"]["levels"], recipe["train"]["epochs"] = levels, epochs
     recipe["data_selection"] = selection
     recipe["run"] = {"tracker": "none"}
@@ -51,20 +50,21 @@ def quickstart(output: str | Path = "runs/quickstart", levels: int = 20, epochs:
     from ..analysis.full_data import train_on_full_data
     from ..config.recipes import parse_recipe
     from ..engine.run_loop import run_recipe
+    from ..strategies.prac.options import quickstart_runs
 
     output = Path(output)
     quiet = lambda *_: None  # noqa: E731  (each run's own table: the comparison below says it all)
+    (dense, full_data), (subsets, prac), (controls, control) = quickstart_runs(output)
     log(f"1/4 full-data lottery ticket rewinding: {levels + 1} levels on scikit-learn's digits")
-    ltr = run_recipe(parse_recipe(_recipe({"strategy": "full"}, levels, epochs)), str(output / "ltr"), log=quiet)
+    ltr = run_recipe(parse_recipe(_recipe(full_data, levels, epochs)), str(output / dense), log=quiet)
     log("2/4 PrAC-LTR: the same, each level trained and pruned on its PrAC set")
-    run_recipe(parse_recipe(_recipe({"strategy": "prac"}, levels, epochs)), str(output / "prac"), log=quiet)
+    run_recipe(parse_recipe(_recipe(prac, levels, epochs)), str(output / subsets), log=quiet)
     log("3/4 the control: random subsets of the PrAC sets' sizes, the same budget")
-    control = {"strategy": "random", "sizes_from": str(output / "prac"), "budget": "linear"}
-    run_recipe(parse_recipe(_recipe(control, levels, epochs)), str(output / "random"), log=quiet)
+    run_recipe(parse_recipe(_recipe(control, levels, epochs)), str(output / controls), log=quiet)
     log(f"4/4 both subset runs' tickets of levels {', '.join(map(str, tickets))} trained on the full data")
-    full = {r["level"]: r for r in train_on_full_data(output / "prac", list(tickets))}
-    random_full = {r["level"]: r for r in train_on_full_data(output / "random", list(tickets))}
-    write_comparison([str(output / name) for name in ("ltr", "prac", "random")], str(output / "report"))
+    full = {r["level"]: r for r in train_on_full_data(output / subsets, list(tickets))}
+    random_full = {r["level"]: r for r in train_on_full_data(output / controls, list(tickets))}
+    write_comparison([str(output / name) for name in (dense, subsets, controls)], str(output / "report"))
     rows = []
     for level in tickets:
         ltr_steps = sum(m["optimizer_steps"] for m in ltr[: level + 1])

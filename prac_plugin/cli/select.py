@@ -26,8 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
     raw = apply_overrides(load_recipe_dict(args.recipe), args.set)
     recipe = parse_recipe(raw)
-    if recipe.data_selection.strategy != "prac":
-        raise PracError(f"prac select needs data_selection.strategy: prac (the recipe has {recipe.data_selection.strategy!r})")
+    final_index = registry.spec("data_selection", recipe.data_selection.strategy).final_index  # a selection's index file
+    if final_index is None:
+        selecting = [n for n in registry.available("data_selection") if registry.spec("data_selection", n).final_index]
+        raise PracError(f"prac select needs data_selection.strategy: {' or '.join(selecting)} (the recipe has {recipe.data_selection.strategy!r})")
     levels_option = registry.get("ticket", recipe.ticket.strategy).traits.levels_option
     if levels_option is None:
         raise PracError(f"prac select needs a ticket strategy with a number of levels to set, such as ltr; "
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = parse_recipe(apply_overrides(raw, [f"ticket.{levels_option}={recipe.data_selection.select_rounds}"]))
     output = args.output or default_output_dir(args.recipe) + "-select"
     run_recipe(recipe, output)  # takes the run folder's lock
-    path = str(RunDirectory(output).final_set_path)
+    path = str(RunDirectory(output).path / final_index)
     print(f"PrAC index file: {path}")
     print_description(PracIndex.load(path))
     return 0

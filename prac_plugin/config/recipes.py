@@ -174,15 +174,16 @@ class Recipe:
 SECTIONS = ("model", "data", "train", "ticket", "data_selection", "run")
 
 
-def _strategy_section(raw: Any, section: str, default: str, kind: str) -> Any:
+def _strategy_section(raw: Any, section: str, kind: str) -> Any:
+    """A strategy section's options, validated by the strategy's declared options class (its strategy module is
+    not imported: a recipe is read without torch)."""
     if raw is not None and not isinstance(raw, dict):
         raise PracError(f"{section} should be a mapping of keys, got {shown(raw)}")
     raw = dict(raw or {})
-    name = raw.pop("strategy", default)
+    name = raw.pop("strategy", registry.default(kind))
     if not isinstance(name, str):
         raise PracError(f"{section}.strategy = {shown(name)} should be a strategy name")
-    strategy_cls = registry.get(kind, name)
-    options = from_dict(strategy_cls.Options, raw, section)
+    options = from_dict(registry.spec(kind, name).Options, raw, section)
     options.strategy = name
     return options
 
@@ -193,17 +194,17 @@ def apply_preset(raw: dict) -> dict:
     section = raw.get("data_selection")
     if not isinstance(section, dict) or section.get("preset") is None:
         return raw
-    name, strategy = section["preset"], section.get("strategy", "full")
+    name, strategy = section["preset"], section.get("strategy", registry.default("data_selection"))
     if not isinstance(name, str):
         raise PracError(f"data_selection.preset = {shown(name)} should be a preset name (or null)")
-    presets = getattr(registry.get("data_selection", strategy), "presets", {}) if isinstance(strategy, str) else {}
+    presets = getattr(registry.spec("data_selection", strategy), "presets", {}) if isinstance(strategy, str) else {}
     if name not in presets:
         allowed = ", ".join(map(repr, presets)) or "none"
         raise PracError(f"data_selection.preset = {name!r} is not a preset of data_selection.strategy {strategy!r} (presets: {allowed})")
     resolved = dict(raw)
     ticket = raw.get("ticket") if isinstance(raw.get("ticket"), dict) else {}
-    ticket_name = ticket.get("strategy", "ltr")
-    ticket_fields = {f.name for f in dataclasses.fields(registry.get("ticket", ticket_name).Options)} if isinstance(ticket_name, str) else set()
+    ticket_name = ticket.get("strategy", registry.default("ticket"))
+    ticket_fields = {f.name for f in dataclasses.fields(registry.spec("ticket", ticket_name).Options)} if isinstance(ticket_name, str) else set()
     for key, values in presets[name].items():
         given = raw.get(key)
         if given is not None and not isinstance(given, dict):
@@ -228,8 +229,8 @@ def parse_recipe(raw: Any) -> Recipe:
         model=from_dict(ModelSection, raw.get("model"), "model"),
         data=from_dict(DataSection, raw.get("data"), "data"),
         train=from_dict(TrainSection, raw.get("train"), "train"),
-        ticket=_strategy_section(raw.get("ticket"), "ticket", "ltr", "ticket"),
-        data_selection=_strategy_section(raw.get("data_selection"), "data_selection", "full", "data_selection"),
+        ticket=_strategy_section(raw.get("ticket"), "ticket", "ticket"),
+        data_selection=_strategy_section(raw.get("data_selection"), "data_selection", "data_selection"),
         run=from_dict(RunSection, raw.get("run"), "run"),
     )
 

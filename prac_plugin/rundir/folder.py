@@ -8,21 +8,24 @@ Layout::
     rewind.safetensors      weights at the rewind point (+ rewind.json: its step)
     rewind_optimizer.pt     optimizer state at the rewind point (when the recipe rewinds it)
     level_NN/mask.safetensors, weights.safetensors, metrics.json   (metrics.json is written last)
-    level_NN/structure.json the compact architecture of a structured ticket
-    prac/round_NN.prac.safetensors, prac/dense_predictions.safetensors, prac_set.prac.safetensors
     checkpoints/            mid-level checkpoints (layout inside: `prac_plugin.engine.checkpoint`)
     sanity/, stability/, full_data/   analyses of levels
     summary.json, summary.csv, summary.md, curve.png
     .prac.lock              held by the process working in the folder (see `prac_plugin.rundir.lock`)
 
-A level is complete when its ``metrics.json`` exists; a re-run continues after the last complete level. Weights or
-a mask without metrics are an incomplete level, which analyses refuse and a re-run computes again. Weights read
+and the files a strategy writes of its own, each named by the strategy (its declared ``run_files``: PrAC's sets,
+a structured ticket's ``level_NN/structure.json``, ...), under the paths `level_file` and `path` give.
+
+A level is complete when its ``metrics.json`` exists; a re-run continues after the last complete level. Weights, a
+mask or a strategy's own level file without metrics are an incomplete level, which analyses refuse and a re-run
+computes again. Weights read
 back are checked finite: a run never saves NaN or infinities, so any there are damage.
 Every JSON file the package writes carries ``format_version`` = `FORMAT_VERSION`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -30,12 +33,13 @@ from typing import Any, Optional
 import torch
 import yaml
 
+from .. import registry
 from ..errors import PracError, shown
 from . import paths
 from .files import atomic_save_safetensors, atomic_save_torch, atomic_write_json, atomic_write_text, load_safetensors
 from .paths import (  # noqa: F401  (the names, read from here by the rest of the package)
-    ANALYSES, CHECKPOINTS, FINAL_SET, INDEX_SUFFIX, LOCK_NAME, MASK_FILE, METRICS_FILE, PRAC_FOLDER, RECIPE_FILE,
-    RECIPE_RECORD, REWIND_OPTIMIZER_FILE, STRUCTURE_FILE, WEIGHTS_FILE, level_name,
+    ANALYSES, CHECKPOINTS, LOCK_NAME, MASK_FILE, METRICS_FILE, RECIPE_FILE, RECIPE_RECORD, REWIND_OPTIMIZER_FILE,
+    WEIGHTS_FILE, level_name,
 )
 
 RESULT_AFFECTING_SECTIONS = ("model", "data", "train", "ticket", "data_selection")
@@ -95,9 +99,6 @@ def check_level_metrics(metrics: Any, path: Path, level: int) -> dict:
     return metrics
 
 
-def prac_round_path(run_path: str | Path, level: int) -> Path:
-    """The PrAC set selected after ``level`` in the run at ``run_path`` (a random baseline reads its sizes)."""
-    return paths.prac_round(run_path, level)
 
 
 def first_difference(a: Any, b: Any, prefix: str = "") -> Optional[tuple[str, Any, Any]]:
@@ -111,17 +112,25 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> Optional[tuple[str, An
     return None if a == b else (prefix, a, b)
 
 
-# Keys added to the recipe after run folders were made with the behaviour they now name: a stored recipe without
-# one ran with this value, so an old folder resumes when the value is the same and is "a different run" when not
-# (an old CTS run searched with frozen running statistics: resuming it under the new default would mix methods).
-ADDED_KEYS = {
-    ("ticket", "batchnorm"): "running",
-    ("ticket", "min_per_layer"): 0,
-    ("data_selection", "early_bird"): False,
-    ("data_selection", "early_bird_eps"): 0.08,
-    ("data_selection", "early_bird_window"): 5,
-    ("data_selection", "preset"): None,
-}
+def added_keys(current: Optional[dict]) -> dict[tuple[str, str], Any]:
+    """Keys added to the recipe after run folders were made with the behaviour they now name, with that value: a
+    stored recipe without one ran with it, so an old folder resumes when the value is the same and is "a different
+    run" when not (an old CTS run searched with frozen running statistics: resuming it under the new default would
+    mix methods). Each strategy declares them beside its options (``absent_means``), for ``current``'s strategies."""
+    added = {}
+    for kind in registry.KINDS:
+        section = (current or {}).get(kind)
+        name = section.get("strategy") if isinstance(section, dict) else None
+        try:
+            options = registry.spec(kind, name).Options if isinstance(name, str) else None
+        except PracError:  # a strategy not installed here: no keys of its to fill
+            options = None
+        for option in dataclasses.fields(options) if dataclasses.is_dataclass(options) else ():
+            if "absent_means" in option.metadata:
+                added[(kind, option.name)] = option.metadata["absent_means"]
+    return added
+
+
 # How a step is executed, not what it computes (the captured step gives the eager step's numbers): not compared.
 EXECUTION_KEYS = {("train", "cuda_graphs")}
 
@@ -133,7 +142,7 @@ def _result_sections(recipe: dict, current: Optional[dict] = None) -> dict:
     for section, key in EXECUTION_KEYS:
         if isinstance(sections.get(section), dict):
             sections[section].pop(key, None)
-    for (section, key), before in ADDED_KEYS.items():
+    for (section, key), before in added_keys(current).items():
         now = (current or {}).get(section)
         if isinstance(now, dict) and key in now and isinstance(sections.get(section), dict):
             sections[section].setdefault(key, before)
@@ -251,8 +260,9 @@ class RunDirectory:
     def metrics_path(self, level: int) -> Path:
         return paths.metrics(self.path, level)
 
-    def structure_path(self, level: int) -> Path:
-        return paths.structure(self.path, level)
+    def level_file(self, level: int, name: str) -> Path:
+        """A file a strategy keeps in a level's folder (a structured ticket's ``structure.json``)."""
+        return self.level_dir(level) / name
 
     def state_path(self, name: str) -> Path:
         """``init`` or ``rewind`` weights."""
@@ -265,17 +275,6 @@ class RunDirectory:
     @property
     def checkpoints_dir(self) -> Path:
         return paths.checkpoints(self.path)
-
-    def prac_round_path(self, level: int) -> Path:
-        return paths.prac_round(self.path, level)
-
-    @property
-    def dense_predictions_path(self) -> Path:
-        return paths.dense_predictions(self.path)
-
-    @property
-    def final_set_path(self) -> Path:
-        return paths.final_set(self.path)
 
     def summary_path(self, suffix: str) -> Path:
         """``summary.json``, ``summary.csv``, ``summary.md``."""
@@ -319,11 +318,12 @@ class RunDirectory:
         return level
 
     def incomplete_level(self) -> Optional[int]:
-        """The level after the completed ones if its folder holds a result file but no metrics.json (the run stopped
-        while saving it, or the file was deleted); None when there is none."""
+        """The level after the completed ones if its folder holds a result file (its mask, weights, or a file of the
+        strategy's own) but no metrics.json (the run stopped while saving it, or the file was deleted); None when
+        there is none. Hidden files (an atomic write's temporary file) are no result."""
         level = len(self.completed_levels())
         folder = self.level_dir(level)
-        if any((folder / name).is_file() for name in (MASK_FILE, WEIGHTS_FILE, STRUCTURE_FILE)):
+        if folder.is_dir() and any(p.is_file() and not p.name.startswith(".") and p.name != METRICS_FILE for p in folder.iterdir()):
             return level
         return None
 

@@ -3,7 +3,8 @@
 Nothing else lives here (no reading, no writing, no imports beyond `pathlib`), so every module that needs a name
 (`folder` reads and writes the files, `lock` tidies a folder that never became a run) imports this one and none
 imports another for it. The layout, described in `prac_plugin.rundir.folder`, follows open_lth's
-``foundations/paths.py``.
+``foundations/paths.py``. A strategy's own files (PrAC's sets, a structured ticket's structure) are named by the
+strategy (``strategies/<method>/options.py``), under `level_dir` or the run's root.
 """
 
 from __future__ import annotations
@@ -16,12 +17,8 @@ LOCK_NAME = ".prac.lock"  # held by the process working in the folder: not conte
 MASK_FILE = "mask.safetensors"
 WEIGHTS_FILE = "weights.safetensors"
 METRICS_FILE = "metrics.json"
-STRUCTURE_FILE = "structure.json"
 REWIND_OPTIMIZER_FILE = "rewind_optimizer.pt"
 CHECKPOINTS = "checkpoints"
-PRAC_FOLDER = "prac"
-INDEX_SUFFIX = ".prac.safetensors"
-FINAL_SET = "prac_set" + INDEX_SUFFIX
 ANALYSES = ("sanity", "stability", "full_data")
 
 
@@ -45,9 +42,6 @@ def metrics(root: str | Path, level: int) -> Path:
     return level_dir(root, level) / METRICS_FILE
 
 
-def structure(root: str | Path, level: int) -> Path:
-    return level_dir(root, level) / STRUCTURE_FILE
-
 
 def state(root: str | Path, name: str) -> Path:
     """``init`` or ``rewind`` weights."""
@@ -67,17 +61,7 @@ def checkpoints(root: str | Path) -> Path:
     return Path(root) / CHECKPOINTS
 
 
-def prac_round(root: str | Path, level: int) -> Path:
-    """The PrAC set selected after ``level`` (a random baseline reads its sizes)."""
-    return Path(root) / PRAC_FOLDER / f"round_{level:02d}{INDEX_SUFFIX}"
 
-
-def dense_predictions(root: str | Path) -> Path:
-    return Path(root) / PRAC_FOLDER / "dense_predictions.safetensors"
-
-
-def final_set(root: str | Path) -> Path:
-    return Path(root) / FINAL_SET
 
 
 def summary(root: str | Path, suffix: str) -> Path:

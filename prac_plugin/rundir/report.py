@@ -1,4 +1,8 @@
-"""Summaries of a run: the per-level table (printed, Markdown, CSV, JSON) and the accuracy plot."""
+"""Summaries of a run: the per-level table (printed, Markdown, CSV, JSON) and the accuracy plot.
+
+The table's columns are the engine's (`COLUMNS`) plus those the run's strategies declare (``summary_columns``,
+shown when the levels record them), and the lines under it the strategies' ``summary_note``s.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import io
 from typing import Optional
 
 from .files import atomic_path, atomic_write_json, atomic_write_text
+from .. import registry
 from ..errors import PracError
 from .folder import FORMAT_VERSION, RunDirectory, read_json
 
@@ -20,13 +25,29 @@ COLUMNS = [
     ("full_data_steps", "full-data steps", "{}"),
     ("wall_time_s", "wall time s", "{:.1f}"),
 ]
-PRAC_COLUMNS = [("cet_count", "CET", "{}"), ("cep_count", "CEP", "{}")]
-# structured tickets are smaller models: their parameters and MACs against the dense model's
-STRUCTURED_COLUMNS = [("params_remaining_pct", "params %", "{:.2f}"), ("macs_remaining_pct", "MACs %", "{:.2f}")]
+SUMMARY_ORDER = ("data_selection", "ticket")  # whose columns and notes come first
 
 
-def level_row(metrics: dict) -> dict:
-    return {key: metrics.get(key) for key, _, _ in COLUMNS + PRAC_COLUMNS + STRUCTURED_COLUMNS}
+def _declarations(recipe: dict) -> list:
+    """The declarations of the run's strategies (data selection first); a strategy not installed here adds nothing."""
+    found = []
+    for kind in SUMMARY_ORDER:
+        section = recipe.get(kind)
+        name = section.get("strategy") if isinstance(section, dict) else None
+        try:
+            found += [registry.spec(kind, name)] if isinstance(name, str) else []
+        except PracError:
+            continue
+    return found
+
+
+def strategy_columns(recipe: dict) -> list[tuple[str, str, str]]:
+    """The columns the run's strategies add to its summary, whether or not its levels recorded them yet."""
+    return [tuple(column) for spec in _declarations(recipe) for column in getattr(spec, "summary_columns", ())]
+
+
+def level_row(metrics: dict, columns: Optional[list[tuple[str, str, str]]] = None) -> dict:
+    return {key: metrics.get(key) for key, _, _ in COLUMNS + (columns or [])}
 
 
 def savings(totals: dict) -> float | None:
@@ -89,12 +110,11 @@ def layer_table(layers: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def floor_line(metrics: dict) -> str:
-    """Structured runs: the layers that ticket.min_keep stopped from shrinking further."""
-    if "structured_at_floor" not in metrics:
+def notes(recipe: dict, metrics: list[dict]) -> str:
+    """The lines the run's strategies add under its summary, from the last level's metrics."""
+    if not metrics:
         return ""
-    names = ", ".join(metrics["structured_at_floor"]) or "none"
-    return f"\nLayers at the ticket.min_keep floor ({100 * metrics['structured_min_keep']:.0f}% of their dense channels): {names}\n"
+    return "".join(note(metrics[-1]) for spec in _declarations(recipe) if (note := getattr(spec, "summary_note", None)))
 
 
 def totals_line(totals: dict) -> str:
@@ -121,16 +141,21 @@ def run_summary(run: RunDirectory) -> dict:
     return {"format_version": FORMAT_VERSION, "recipe": run.recipe(), "levels": metrics, "totals": totals}
 
 
-def _extra_columns(metrics: list[dict]) -> list[tuple[str, str, str]]:
-    extra = PRAC_COLUMNS if any(m.get("cet_count") is not None for m in metrics) else []
-    return extra + (STRUCTURED_COLUMNS if any(m.get("macs") is not None for m in metrics) else [])
+def _extra_columns(recipe: dict, metrics: list[dict]) -> list[tuple[str, str, str]]:
+    """The run's strategies' columns, each strategy's shown when some level recorded one of them."""
+    shown = []
+    for spec in _declarations(recipe):
+        columns = [tuple(column) for column in getattr(spec, "summary_columns", ())]
+        if any(m.get(key) is not None for m in metrics for key, _, _ in columns):
+            shown += columns
+    return shown
 
 
 def summary_table(summary: dict) -> str:
-    """The printed form of a `run_summary`: the per-level table, the totals and the layers at a floor."""
-    metrics = summary["levels"]
-    table = markdown_table([level_row(m) for m in metrics], _extra_columns(metrics))
-    return table + "\n" + totals_line(summary["totals"]) + "\n" + (floor_line(metrics[-1]) if metrics else "")
+    """The printed form of a `run_summary`: the per-level table, the totals and the strategies' notes."""
+    metrics, recipe = summary["levels"], summary["recipe"]
+    table = markdown_table([level_row(m, strategy_columns(recipe)) for m in metrics], _extra_columns(recipe, metrics))
+    return table + "\n" + totals_line(summary["totals"]) + "\n" + notes(recipe, metrics)
 
 
 def _check_not_shorter(run: RunDirectory, levels: int) -> None:
@@ -155,8 +180,8 @@ def write_summary(run: RunDirectory, refuse_shorter: bool = False) -> tuple[list
     metrics, recipe, totals = summary["levels"], summary["recipe"], summary["totals"]
     if refuse_shorter:
         _check_not_shorter(run, len(metrics))
-    rows = [level_row(m) for m in metrics]
-    extra = _extra_columns(metrics)
+    rows = [level_row(m, strategy_columns(recipe)) for m in metrics]
+    extra = _extra_columns(recipe, metrics)
     table = markdown_table(rows, extra)
     atomic_write_json(run.summary_path(".json"), summary)
     buffer = io.StringIO()
@@ -170,7 +195,7 @@ def write_summary(run: RunDirectory, refuse_shorter: bool = False) -> tuple[list
         f"# {model_name} on {recipe.get('data', {}).get('path', '?')}\n\n{table}\n"
         f"{totals_line(totals)}\n"
         + (f"\n## Per-layer density at level {metrics[-1]['level']}\n\n{layer_table(metrics[-1]['layers'])}" if metrics and metrics[-1].get("layers") else "")
-        + (floor_line(metrics[-1]) if metrics else ""),
+        + notes(recipe, metrics),
     )
     if rows:
         plot_curve(rows, run.curve_path, f"{model_name}: {recipe.get('ticket', {}).get('strategy', '')}")

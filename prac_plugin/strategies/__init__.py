@@ -1,16 +1,36 @@
 """Strategies: ticket search (which weights) and data selection (which examples), one folder per method.
 
-The contract every strategy implements is in ``base.py``; built-ins and plugins alike are found by name through
-the registry (``prac_plugin.registry``) from their entry points, so nothing here imports a method.
+The contract every strategy implements is in ``base.py`` (the interfaces, which import torch) and
+``declarations.py`` (what a strategy declares about itself, readable without torch); built-ins and plugins alike
+are found by name through the registry (``prac_plugin.registry``) from their entry points, so nothing here
+imports a method, and importing this package imports no torch (its names load on first use).
 """
 
-from ..registry import ENTRY_POINT_GROUP, available, get, register
-from .base import (
-    DataSelectionStrategy, LevelPlan, PreviousLevel, SelectionContext, StartPoint, StrategyOptions, TicketContext,
-    TicketStrategy, TicketTraits,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DataSelectionStrategy", "LevelPlan", "PreviousLevel", "SelectionContext", "StartPoint", "StrategyOptions", "TicketContext",
-    "TicketStrategy", "TicketTraits", "ENTRY_POINT_GROUP", "available", "get", "register",
-]
+import importlib
+
+from ..registry import ENTRY_POINT_GROUP, available, get, register
+
+_EXPORTS = {
+    "DataSelectionStrategy": ".base", "LevelPlan": ".base", "PreviousLevel": ".base", "SelectionContext": ".base",
+    "StartPoint": ".base", "TicketContext": ".base", "TicketStrategy": ".base",
+    "Column": ".declarations", "Starter": ".declarations", "StrategyOptions": ".declarations",
+    "StrategySpec": ".declarations", "TicketTraits": ".declarations", "option": ".declarations",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS) + ["ENTRY_POINT_GROUP", "available", "get", "register"]

@@ -6,8 +6,9 @@ asks the ticket strategy for a `LevelPlan` (the mask, and the weights and step t
 data-selection strategy for the examples; then it trains, evaluates, saves and releases the level.
 
 Strategies get narrow inputs (`TicketContext`, `SelectionContext`), not the whole run, and declare what
-they are (`TicketTraits`): the analyses, the report and the CLI read those declarations instead of matching
-strategy names, so a third-party strategy gets the behaviour it declares.
+they are (`TicketTraits`, and the rest of `declarations.py`, readable without torch): the analyses, the report
+and the CLI read those declarations instead of matching strategy names, so a third-party strategy gets the
+behaviour it declares.
 """
 
 from __future__ import annotations
@@ -18,57 +19,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import torch
 
+from .declarations import ANALYSES, Declared, StrategyOptions, TicketTraits  # noqa: F401  (the light half, importable from here too)
+
 if TYPE_CHECKING:
     from ..data.sources import BatchSource, Split
     from ..tickets.masks import TicketMask
     from ..rundir.folder import RunDirectory
-
-ANALYSES = {
-    "sanity": "sanity checks",
-    "stability": "linear mode connectivity",
-    "retrain": "training tickets on the full data",
-}
-
-
-@dataclass
-class StrategyOptions:
-    """Base of every strategy's recipe options; ``strategy`` is filled with the registered name."""
-
-    strategy: str = field(default="", init=False)
-
-
-@dataclass(frozen=True)
-class TicketTraits:
-    """What a ticket strategy is, declared once and read by the engine, the analyses and the CLI.
-
-    ``levels_option``: the recipe key holding the number of pruned levels (None: the levels follow from other
-    options, e.g. one per CTS density). ``independent_levels``: a level's ticket needs only level 0 and its own
-    training, not the levels between (the cost of a ticket: `finding_levels`, `cost_levels`). ``magnitude_masks``: masks are pruned by
-    magnitude from the previous level's weights (so inverted scores are a sanity check). ``changes_architecture``:
-    each level is a smaller model, not a mask on the dense one. ``analyses``: which of `ANALYSES` apply, and
-    ``not_applicable``: why the others do not (said in one line when a user asks for one).
-    """
-
-    levels_option: Optional[str] = "levels"
-    independent_levels: bool = False
-    magnitude_masks: bool = False
-    changes_architecture: bool = False
-    analyses: frozenset = frozenset(ANALYSES)
-    not_applicable: str = ""
-
-    # the cost of a ticket: one rule for `prac report` (a level's ticket as the run trained it) and `prac retrain`
-    # (its mask trained again on the full data) ------------------------------------------------------------------
-    def finding_levels(self, level: int) -> list[int]:
-        """The levels whose training found the mask of ``level``: every level before it (the mask is pruned from
-        level L-1's weights), or level 0 alone when levels are independent (searched or drawn at the rewind point)."""
-        if level == 0:
-            return []
-        return [0] if self.independent_levels else list(range(level))
-
-    def cost_levels(self, level: int) -> list[int]:
-        """The levels whose training a level's ticket costs as the run trained it: those that found its mask
-        (`finding_levels`), then its own."""
-        return self.finding_levels(level) + [level]
 
 
 @dataclass
@@ -122,13 +78,12 @@ class TicketContext:
     autocast: Callable[[], AbstractContextManager] = nullcontext
 
 
-class TicketStrategy:
-    """Decides which weights survive at each pruned level and where their values come from."""
+class TicketStrategy(Declared):
+    """Decides which weights survive at each pruned level and where their values come from.
+
+    Its declarations (name, options, traits, ...: `Declared`) come from ``spec`` when the class has one."""
 
     kind = "ticket"
-    name = ""
-    Options = StrategyOptions
-    traits = TicketTraits()
 
     def __init__(self, options: Any, context: TicketContext):
         self.options, self.context = options, context
@@ -227,12 +182,12 @@ class SelectionContext:
         return len(self.train)
 
 
-class DataSelectionStrategy:
-    """Decides which training examples (positions in the training split) each level trains on."""
+class DataSelectionStrategy(Declared):
+    """Decides which training examples (positions in the training split) each level trains on.
+
+    Its declarations (name, options, presets, ...: `Declared`) come from ``spec`` when the class has one."""
 
     kind = "data_selection"
-    name = ""
-    Options = StrategyOptions
 
     def __init__(self, options: Any, context: SelectionContext):
         self.options, self.context = options, context

@@ -6,7 +6,6 @@ the model, so the model's state_dict stays clean and a ticket loads with timm's 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -17,9 +16,9 @@ from torch import nn
 
 from ..errors import PracError
 from ..rundir.files import atomic_save_safetensors, load_safetensors
+from .counts import SCOPES, count_to_prune  # noqa: F401  (re-exported: the pruning rule's arithmetic, torch-free)
 
 PRUNABLE_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-SCOPES = ("global", "layer")
 
 
 TYPE_PATTERN = "type:"
@@ -57,13 +56,6 @@ def prunable_parameter_names(
     if not names:
         raise PracError(f"model {type(model).__name__} has no prunable Conv/Linear weights after include/ignore")
     return names
-
-
-def count_to_prune(fraction: float, remaining: int) -> int:
-    """Number of weights to remove: ceil(fraction * remaining), as open_lth does, robust to float noise."""
-    if not 0.0 < fraction < 1.0:
-        raise PracError(f"prune fraction {fraction!r} is outside (0, 1)")
-    return min(remaining, math.ceil(round(fraction * remaining, 6)))
 
 
 def keep_largest(scores: torch.Tensor, keep: int) -> torch.Tensor:

@@ -45,7 +45,8 @@ from .data import MIXED_EXTRA, SampleIdDataset, carry_ids, dataset_identity, eva
 from ...rundir.files import atomic_save_safetensors, load_safetensors, load_safetensors_and_metadata, state_to_cpu
 from ...tickets.masks import MaskEnforcer, TicketMask
 from ...tickets.rewind import RewindPoint, resolve_rewind_step, rewind_record, save_rewind_point
-from ...rundir.folder import FINAL_SET, MASK_FILE, RunDirectory
+from ...rundir.folder import MASK_FILE, RunDirectory
+from ...strategies.prac.options import FINAL_SET
 from ...strategies.prac.forgetting import ForgettingTracker, max_over_processes
 from ...index_files.format import PracIndex
 from ...strategies.prac.sets import prune_disagreement, select_round, write_round

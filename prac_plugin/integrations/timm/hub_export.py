@@ -23,6 +23,7 @@ import yaml
 from ...version import __version__
 from ...errors import PracError
 from ...tickets.masks import TicketMask
+from ... import registry
 from ...rundir.folder import MASK_FILE, RunDirectory
 
 WEIGHTS = "model.safetensors"
@@ -97,6 +98,14 @@ def model_card(repo_id: Optional[str], name: str, args: dict, mask: TicketMask, 
     return "\n".join(lines)
 
 
+def _changes_architecture(strategy) -> bool:
+    """Whether the run's ticket strategy declares its tickets smaller architectures (not installed here: no)."""
+    try:
+        return isinstance(strategy, str) and registry.spec("ticket", strategy).traits.changes_architecture
+    except PracError:
+        return False
+
+
 def export_hub(run_path: str | Path, level: Optional[int], output: str | Path, repo_id: Optional[str] = None) -> tuple[Path, dict]:
     """Write level ``level`` (default: the last completed) of a run as a timm model folder ``output``; returns the
     folder and a summary. ``repo_id`` only names the repository in the card's loading lines."""
@@ -107,7 +116,7 @@ def export_hub(run_path: str | Path, level: Optional[int], output: str | Path, r
     level = run.chosen_level(level, where)
     recipe = run.recipe()
     strategy = (recipe.get("ticket") or {}).get("strategy")
-    if strategy == "structured" or run.structure_path(level).is_file():
+    if _changes_architecture(strategy):
         raise PracError(f"run {where!r} is a structured ticket (its architecture shrank): export it with `prac export` "
                         "(format structured), which writes the compact model")
     out = Path(output)

@@ -29,8 +29,7 @@ from ...models.batchnorm import batch_statistics
 from ...errors import PracError
 from ...tickets.masks import TicketMask, keep_largest_per_tensor_floor
 from .checks import cts_keep_count
-
-OBJECTIVES = ("reverse_kl", "forward_kl", "cross_entropy")
+from .options import BATCHNORM_MODES, OBJECTIVES, check_search_settings
 
 
 def divergence(sparse_logits: torch.Tensor, dense_logits: torch.Tensor, objective: str, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -44,9 +43,6 @@ def divergence(sparse_logits: torch.Tensor, dense_logits: torch.Tensor, objectiv
     if objective == "cross_entropy":
         return F.nll_loss(log_sparse, labels)
     raise PracError(f"unknown CTS objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-
-
-CONCRETE_FORMS = ("paper", "reference_code")
 
 
 def concrete_gate_(noise: torch.Tensor, logits: torch.Tensor, temperature: float, form: str = "paper") -> torch.Tensor:
@@ -126,10 +122,6 @@ class Lagrangian:
         return task_grad
 
 
-SPARSITY_CONTROLS = ("gradbalance", "lagrangian")
-BATCHNORM_MODES = ("batch", "running")
-
-
 @contextmanager
 def frozen_parameters(model: torch.nn.Module):
     """The search trains only its logits: the model's parameters need no gradient meanwhile."""
@@ -189,18 +181,9 @@ class ConcreteSearchConfig:
     def __post_init__(self):
         if not 0.0 < self.density < 1.0:
             raise PracError(f"CTS density {self.density!r} is outside (0, 1)")
-        if self.objective not in OBJECTIVES:
-            raise PracError(f"unknown CTS objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if self.steps < 1:
             raise PracError(f"CTS search needs at least one step (got {self.steps})")
-        if self.sparsity_control not in SPARSITY_CONTROLS:
-            raise PracError(f"unknown CTS sparsity control {self.sparsity_control!r}; choose one of {', '.join(SPARSITY_CONTROLS)}")
-        if self.concrete_form not in CONCRETE_FORMS:
-            raise PracError(f"unknown CTS concrete_form {self.concrete_form!r}; choose one of {', '.join(CONCRETE_FORMS)}")
-        if self.batchnorm not in BATCHNORM_MODES:
-            raise PracError(f"unknown CTS batchnorm mode {self.batchnorm!r}; choose one of {', '.join(BATCHNORM_MODES)}")
-        if self.dual_lr <= 0:
-            raise PracError(f"CTS dual_lr = {self.dual_lr!r} must be positive")
+        check_search_settings(self.objective, self.sparsity_control, self.concrete_form, self.batchnorm, self.dual_lr)
 
     def density_control(self, num_weights: int):
         """GradBalance (the paper's) or Lagrangian dual ascent, for ``num_weights`` prunable weights."""

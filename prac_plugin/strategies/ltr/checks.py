@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
 from ...errors import PracError
-from ...tickets.masks import SCOPES, count_to_prune
+from ...tickets.counts import SCOPES, count_to_prune
 
 
 @dataclass(frozen=True)

@@ -7,46 +7,18 @@ values at k, and trains from step k to the end. Rewind ``0it`` is classic IMP (r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
-from ...errors import PracError
-from ...tickets.masks import count_to_prune
-from ...tickets.rewind import RewindPoint
 from ...tickets.checks import check_layer_floor, prunable_sizes
 from .checks import check_ltr_schedule, ltr_counts
-from ..base import LevelPlan, RewindOptionsDeclared, StrategyOptions, TicketStrategy, TicketTraits
-
-
-@dataclass
-class LTROptions(StrategyOptions):
-    levels: int = 8
-    fraction: float = 0.2
-    scope: Literal["global", "layer"] = "global"
-    include: list[str] = field(default_factory=list)
-    ignore: list[str] = field(default_factory=list)
-    rewind: str = "0it"
-    rewind_optimizer: bool = False
-    min_per_layer: int = 0
-
-    def __post_init__(self):
-        if self.levels < 0:
-            raise PracError(f"ticket.levels = {self.levels} must be 0 or more")
-        if self.min_per_layer < 0:
-            raise PracError(f"ticket.min_per_layer = {self.min_per_layer} must be 0 or more")
-        count_to_prune(self.fraction, 1)  # raises for a fraction outside (0, 1)
-        RewindPoint.parse(self.rewind)
+from .options import LTR
+from ..base import LevelPlan, RewindOptionsDeclared, TicketStrategy
 
 
 class LotteryTicketRewinding(RewindOptionsDeclared, TicketStrategy):
-    name = "ltr"
-    Options = LTROptions
-    traits = TicketTraits(magnitude_masks=True)
+    spec = LTR
 
     @property
     def num_levels(self) -> int:
         return self.options.levels
-
 
     def step_fraction(self) -> float:
         return self.options.fraction

@@ -8,8 +8,7 @@ no augmentation); the next round trains only on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -19,31 +18,9 @@ from .disagreement import predictions
 from .early_bird import EarlyBird
 from .forgetting import ForgettingTracker, max_over_processes
 from ...index_files.format import PracIndex
+from .options import FINAL_SET, PRAC, EarlyBirdOptions, dense_predictions_path, round_path
 from .sets import select_round, write_round
-from ..base import DataSelectionStrategy, StrategyOptions
-
-
-# The settings of the PrAC reference code (VITA-Group/PrAC-LTH), whose runs produced the paper's savings (83.9%
-# fewer iterations on ResNet-20): early-bird in every round, the epochs shrinking with the set (quadratic budget),
-# convolutions pruned only, rewinding to the weights after epoch 3. ``data_selection.preset: reference`` fills
-# the keys a recipe leaves unset; the paper's own statement (linear budget, no early-bird) is the default.
-REFERENCE_PRESET = {
-    "data_selection": {"early_bird": True, "early_bird_eps": 0.08, "early_bird_window": 5, "budget": "quadratic"},
-    "ticket": {"include": ["type:Conv*"], "rewind": "3ep"},
-}
-
-
-@dataclass
-class EarlyBirdOptions(StrategyOptions):
-    """Early-bird stopping, shared by PrAC and the random-subset control so both get the same rule."""
-
-    early_bird: bool = False
-    early_bird_eps: float = 0.08
-    early_bird_window: int = 5
-
-    def __post_init__(self):
-        if not 0 < self.early_bird_eps < 1 or self.early_bird_window < 1:
-            raise PracError("data_selection.early_bird_eps must be in (0, 1) and early_bird_window at least 1")
+from ..base import DataSelectionStrategy
 
 
 class EarlyBirdStopping:
@@ -51,7 +28,6 @@ class EarlyBirdStopping:
 
     options: EarlyBirdOptions
     context: Any
-    presets = {"reference": REFERENCE_PRESET}
     early_bird: Optional[EarlyBird] = None
 
     def new_early_bird(self) -> Optional[EarlyBird]:
@@ -74,30 +50,13 @@ class EarlyBirdStopping:
             self.early_bird.load_state_dict(state["early_bird"])
 
 
-@dataclass
-class PracOptions(EarlyBirdOptions):
-    forgetting_threshold: int = 0
-    criteria: Literal["both", "cet", "cep"] = "both"
-    budget: Literal["linear", "quadratic", "none"] = "linear"
-    select_rounds: int = 1
-    preset: Optional[Literal["reference"]] = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.forgetting_threshold < 0:
-            raise PracError(f"data_selection.forgetting_threshold = {self.forgetting_threshold} must be 0 or more")
-        if self.select_rounds < 0:
-            raise PracError(f"data_selection.select_rounds = {self.select_rounds} must be 0 or more")
-
-
 def _set_positions(context, level: int) -> torch.Tensor:
-    index = PracIndex.load(context.run_dir.prac_round_path(level))
+    index = PracIndex.load(round_path(context.run_dir.path, level))
     return index.positions_in(context.train.row_ids, f"round {level} set", labels=context.train.labels)
 
 
 class PracSelection(EarlyBirdStopping, DataSelectionStrategy):
-    name = "prac"
-    Options = PracOptions
+    spec = PRAC
 
     def __init__(self, options, context):
         super().__init__(options, context)
@@ -131,7 +90,7 @@ class PracSelection(EarlyBirdStopping, DataSelectionStrategy):
         opts, context = self.options, self.context
         self.tracker.end_epoch(max_over_processes)  # the level's last (possibly partial) epoch
         cet = self.tracker.critical(opts.forgetting_threshold).cpu()
-        dense_file = context.run_dir.dense_predictions_path
+        dense_file = dense_predictions_path(context.run_dir.path)
         # the whole split, un-augmented, each process scoring its share (see `predictions`)
         current = predictions(model, context.train_source, context.eval_batch_size).cpu()  # one forward pass per example in all
         if level == 0:
@@ -160,7 +119,6 @@ class PracSelection(EarlyBirdStopping, DataSelectionStrategy):
     def _write(self, level, selected, model) -> None:
         context, opts = self.context, self.options
         provenance = dict(context.provenance)
-        run_dir = context.run_dir
-        write_round([run_dir.prac_round_path(level), run_dir.final_set_path], selected, self.tracker, context.train.row_ids,
-                    context.train.labels, context.dataset_signature, provenance.pop("model"), model, opts.forgetting_threshold,
-                    context.class_names, "prac_plugin PrAC selection", round=level, **provenance)
+        write_round([round_path(context.run_dir.path, level), context.run_dir.path / FINAL_SET], selected, self.tracker,
+                    context.train.row_ids, context.train.labels, context.dataset_signature, provenance.pop("model"), model,
+                    opts.forgetting_threshold, context.class_names, "prac_plugin PrAC selection", round=level, **provenance)

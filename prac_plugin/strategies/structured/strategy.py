@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import functools
-from dataclasses import dataclass, field
-from typing import Literal, Optional
 
 import torch
 
@@ -20,42 +18,18 @@ from ...version import __version__
 from ...errors import PracError
 from ...rundir.files import atomic_write_json
 from ...tickets.masks import TicketMask, prunable_parameter_names
-from ...tickets.rewind import RewindPoint
 from .channels import ChannelPruning, check_forward, count_macs_params, create_dense, example_input, prune_level, replay
+from .options import STRUCTURE_FILE, STRUCTURED
 from .ticket import FORMAT_VERSION, read_structure
-from ..base import LevelPlan, RewindOptionsDeclared, StrategyOptions, TicketStrategy, TicketTraits
+from ..base import LevelPlan, RewindOptionsDeclared, TicketStrategy
 
 
-@dataclass
-class StructuredOptions(StrategyOptions):
-    levels: int = 4
-    fraction: float = 0.2
-    scope: Literal["global", "layer"] = "global"
-    include: list[str] = field(default_factory=list)
-    ignore: list[str] = field(default_factory=list)
-    rewind: str = "0it"
-    min_keep: float = 0.1
-    attention: Literal["heads", "head_dims"] = "heads"
-    importance_p: Literal[1, 2] = 2
-    normalizer: Literal["mean", "max", "sum", "none"] = "mean"
-    round_to: Optional[int] = None
-
-    def __post_init__(self):
-        if self.levels < 0:
-            raise PracError(f"ticket.levels = {self.levels} must be 0 or more")
-        if not 0.0 < self.fraction < 1.0:
-            raise PracError(f"ticket.fraction = {self.fraction!r} is outside (0, 1): the share of the remaining channels each level removes")
-        if not 0.0 < self.min_keep <= 1.0:
-            raise PracError(f"ticket.min_keep = {self.min_keep!r} is outside (0, 1]: the share of a layer's dense channels always kept")
-        if self.round_to is not None and self.round_to < 1:
-            raise PracError(f"ticket.round_to = {self.round_to} must be 1 or more")
-        RewindPoint.parse(self.rewind)
-
-    def pruning(self) -> ChannelPruning:
-        return ChannelPruning(
-            self.fraction, self.scope, self.min_keep, self.attention, self.importance_p, self.normalizer, self.round_to,
-            tuple(self.include), tuple(self.ignore),
-        )
+def channel_pruning(opts) -> ChannelPruning:
+    """The channel-pruning settings of a level, from the recipe's options."""
+    return ChannelPruning(
+        opts.fraction, opts.scope, opts.min_keep, opts.attention, opts.importance_p, opts.normalizer, opts.round_to,
+        tuple(opts.include), tuple(opts.ignore),
+    )
 
 
 def size_metrics(model: torch.nn.Module, dense: torch.nn.Module, example: torch.Tensor, include, ignore) -> dict:
@@ -76,10 +50,7 @@ def size_metrics(model: torch.nn.Module, dense: torch.nn.Module, example: torch.
 
 
 class StructuredTicket(RewindOptionsDeclared, TicketStrategy):
-    name = "structured"
-    Options = StructuredOptions
-    traits = TicketTraits(changes_architecture=True, analyses=frozenset(),
-                          not_applicable="its tickets are smaller architectures, not masks on the dense model")
+    spec = STRUCTURED
 
     @functools.cached_property
     def base_structure(self) -> dict:
@@ -94,7 +65,6 @@ class StructuredTicket(RewindOptionsDeclared, TicketStrategy):
     def num_levels(self) -> int:
         return self.options.levels
 
-
     def step_fraction(self) -> float:
         return self.options.fraction
 
@@ -106,7 +76,7 @@ class StructuredTicket(RewindOptionsDeclared, TicketStrategy):
         dense = create_dense(self.base_structure)
         trial = copy.deepcopy(dense)
         for level in range(1, max(1, self.options.levels) + 1):
-            segment, at_floor = prune_level(trial, self.example, self.options.pruning(), dense)
+            segment, at_floor = prune_level(trial, self.example, channel_pruning(self.options), dense)
             if segment["history"]:
                 continue
             if level == 1:
@@ -124,11 +94,11 @@ class StructuredTicket(RewindOptionsDeclared, TicketStrategy):
     # structure files ------------------------------------------------------------------------------------
     def structure(self, level: int) -> dict:
         """The structure of ``level``'s ticket, from its level folder (level 0: the dense model, no history)."""
-        return read_structure(self.context.run_dir.structure_path(level))
+        return read_structure(self.context.run_dir.level_file(level, STRUCTURE_FILE))
 
     def _save_structure(self, level: int, structure: dict) -> None:
         if self.context.is_main_process:  # written when the level is planned; identical if the level is planned again
-            atomic_write_json(self.context.run_dir.structure_path(level), structure)
+            atomic_write_json(self.context.run_dir.level_file(level, STRUCTURE_FILE), structure)
 
     def _dense(self) -> torch.nn.Module:
         return create_dense(self.base_structure)
@@ -151,7 +121,7 @@ class StructuredTicket(RewindOptionsDeclared, TicketStrategy):
         structure = self.structure(level - 1)
         dense = self._dense()
         trained = copy.deepcopy(previous.model).cpu()  # scores come from level L-1's trained weights; the copy is cut, not the model
-        segment, at_floor = prune_level(trained, self.example, opts.pruning(), dense)
+        segment, at_floor = prune_level(trained, self.example, channel_pruning(opts), dense)
         structure["levels"].append(segment)
         ticket = copy.deepcopy(dense)
         ticket.load_state_dict(start.weights)

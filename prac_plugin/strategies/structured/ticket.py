@@ -18,6 +18,7 @@ from ...rundir.files import atomic_save_safetensors, atomic_write_json, load_saf
 from ...rundir.folder import WEIGHTS_FILE, RunDirectory, read_json
 from .channels import count_macs_params, create_dense, example_input, replay
 from .latency import latency_report
+from .options import STRUCTURE_FILE, STRUCTURED
 
 TICKET_FILE = "ticket.json"
 FORMAT_VERSION = 1
@@ -79,9 +80,9 @@ def export_ticket(
     run = RunDirectory.existing(run_path)
     level = run.chosen_level(level, str(run_path))
     strategy = (run.recipe().get("ticket") or {}).get("strategy")
-    if strategy != "structured":
-        raise PracError(f"run {str(run_path)!r} used ticket.strategy {strategy!r}; prac export writes tickets of ticket.strategy: structured")
-    structure = read_structure(run.structure_path(level))
+    if strategy != STRUCTURED.name:
+        raise PracError(f"run {str(run_path)!r} used ticket.strategy {strategy!r}; prac export writes tickets of ticket.strategy: {STRUCTURED.name}")
+    structure = read_structure(run.level_file(level, STRUCTURE_FILE))
     ticket = build_ticket(structure, run.level_weights(level), f"level {level} weights")
     dense = create_dense(structure).eval()
     example = example_input(structure)

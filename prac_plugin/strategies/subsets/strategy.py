@@ -3,40 +3,20 @@ rows of an index file (made by ``prac`` with any architecture, or from published
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Optional
-
 import torch
 
 from ...errors import PracError
-from ...rundir.folder import prac_round_path
 from ...index_files.format import PracIndex
-from ..base import DataSelectionStrategy, StrategyOptions
-from ..prac.strategy import EarlyBirdOptions, EarlyBirdStopping
+from ..base import DataSelectionStrategy
+from ..prac.options import round_path
+from ..prac.strategy import EarlyBirdStopping
+from .options import FULL, INDEX, RANDOM
 
 
 class FullData(DataSelectionStrategy):
     """Every level trains on the whole training split."""
 
-    name = "full"
-
-
-@dataclass
-class RandomOptions(EarlyBirdOptions):
-    fraction: float = 0.5
-    sizes_from: Optional[str] = None
-    seed: int = 0
-    resample_each_level: bool = True
-    full_first_level: bool = True
-    budget: Literal["linear", "quadratic", "none"] = "linear"
-    preset: Optional[Literal["reference"]] = None  # the same settings as PrAC's preset, for a fair control
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 < self.fraction <= 1.0:
-            raise PracError(f"data_selection.fraction = {self.fraction} must be in (0, 1]")
-        if not 0 <= self.seed < 2**32:  # seed * 1_000_003 + level seeds a torch generator
-            raise PracError(f"data_selection.seed = {self.seed} must be in 0..2**32-1")
+    spec = FULL
 
 
 class RandomSubset(EarlyBirdStopping, DataSelectionStrategy):
@@ -47,19 +27,18 @@ class RandomSubset(EarlyBirdStopping, DataSelectionStrategy):
     stopping are PrAC's options, so a control can spend exactly what PrAC spends.
     """
 
-    name = "random"
-    Options = RandomOptions
+    spec = RANDOM
 
     def __init__(self, options, context):
         super().__init__(options, context)
-        if options.sizes_from is not None and not prac_round_path(options.sizes_from, 0).parent.is_dir():
+        if options.sizes_from is not None and not round_path(options.sizes_from, 0).parent.is_dir():
             raise PracError(f"data_selection.sizes_from {options.sizes_from!r} is not a PrAC run directory (no prac/ folder)")
 
     def _size(self, level: int, n: int) -> int:
         """``fraction`` of the split, or the size of the set a PrAC run trained level ``level`` on."""
         if self.options.sizes_from is None:
             return max(1, round(self.options.fraction * n))
-        path = prac_round_path(self.options.sizes_from, level - 1)
+        path = round_path(self.options.sizes_from, level - 1)
         if not path.is_file():
             raise PracError(f"data_selection.sizes_from: {str(path)!r} does not exist (the PrAC run has no round {level - 1} set)")
         return len(PracIndex.load(path))
@@ -78,22 +57,10 @@ class RandomSubset(EarlyBirdStopping, DataSelectionStrategy):
         return {"selected_examples": self.context.train_size if positions is None else int(positions.numel())}
 
 
-@dataclass
-class IndexOptions(StrategyOptions):
-    path: str = ""
-    full_first_level: bool = False
-    budget: Literal["linear", "quadratic", "none"] = "linear"
-
-    def __post_init__(self):
-        if not self.path:
-            raise PracError("data_selection.path is required for strategy 'index' (a *.prac.safetensors file or hf:// path)")
-
-
 class IndexSelection(DataSelectionStrategy):
     """Train every level on the rows of a PrAC index file, validated against the dataset."""
 
-    name = "index"
-    Options = IndexOptions
+    spec = INDEX
 
     def __init__(self, options, context):
         super().__init__(options, context)
