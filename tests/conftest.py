@@ -6,6 +6,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # decoded-image cache of the test session, not the user's
 os.environ.setdefault("PRAC_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"prac-test-cache-{os.getpid()}"))
+# One intra-op thread, here and in every process a test starts (before torch is imported, so it takes hold).
+# The tests' models are tiny: a second thread gains little on a quiet 2-core CPU, and on a loaded one its
+# OpenMP barriers spin-wait for a descheduled partner: the in-process runs took 3-5 times their single-thread
+# time (issue 29). The launched runs that compare float sums already pinned it; set OMP_NUM_THREADS to test others.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest

@@ -22,7 +22,7 @@ from prac_plugin.strategies.cts.search import concrete_ticket_search
 from prac_plugin.strategies.cts.search import search_mode
 
 DENSITY = 0.02
-SEARCH_STEPS, SEARCH_BATCH = 250, 256  # about 45 epochs of 1,400 digits: a search of its own length, as the authors' 20 epochs of CIFAR-10
+SEARCH_STEPS, SEARCH_BATCH = 250, 128  # about 23 epochs of 1,400 digits: a search of its own length, as the authors' 20 epochs of CIFAR-10
 
 
 class Block(nn.Module):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -84,37 +85,45 @@ def test_a_stage_stops_at_its_deadline_and_records_what_it_reached(tmp_path):
     assert_returnable(out)
 
 
-def test_dry_run_runs_one_real_cell_end_to_end(tmp_path):
-    """The smallest cell (E1 level 0 on digits, one epoch): a real `prac run`, its ledger entry and the archive
-    the GPU machine sends back."""
-    ledger = tmp_path / "cells"
-    _, out = dry_run(tmp_path, "--stages", "cells", "--cells", "E1-s0-L00", "--ledger", str(ledger))
+@pytest.fixture(scope="module")
+def first_cell(tmp_path_factory):
+    """One call that runs E2's level 0 (digits, one epoch, PrAC's statistics recorded): its output folder and ledger.
+    The chain test below continues that ledger in a second call, instead of running the same cell again."""
+    tmp = tmp_path_factory.mktemp("first_cell")
+    _, out = dry_run(tmp, "--stages", "cells", "--cells", "E2-s0-L00", "--ledger", str(tmp / "cells"))
+    return out, tmp / "cells"
+
+
+def test_dry_run_runs_one_real_cell_end_to_end(first_cell):
+    """The smallest cell of a chain: a real `prac run`, its ledger entry and the archive the GPU machine sends back."""
+    out, ledger = first_cell
     stage = record(out)["stages"]["cells"]
-    assert stage["new"] == ["E1-s0-L00"] and stage["cells"]["E1-s0-L00"]["outcome"] == "done"
-    entry = json.loads((ledger / "E1-s0-L00" / "cell.json").read_text())
+    assert stage["new"] == ["E2-s0-L00"] and stage["cells"]["E2-s0-L00"]["outcome"] == "done"
+    entry = json.loads((ledger / "E2-s0-L00" / "cell.json").read_text())
     figures = entry["figures"]
-    assert entry["experiment"] == "E1" and entry["seed"] == 0 and entry["dry_run"] is True
+    assert entry["experiment"] == "E2" and entry["seed"] == 0 and entry["dry_run"] is True
     assert entry["environment"]["torch"] and entry["environment"]["device"].startswith("CPU") and entry["cell_wall_s"] > 0
     assert figures["level"] == 0 and figures["sparsity_pct"] == 0 and 0 <= figures["test_acc"] <= 1 and figures["optimizer_steps"] > 0
     assert entry["recipe"]["train"]["seed"] == 0 and entry["recipe"]["ticket"]["include"] == ["type:Conv*"]
-    with tarfile.open(ledger / "E1-s0-L00" / "state.tar.gz") as archive:
+    assert entry["recipe"]["data_selection"]["strategy"] == "prac"
+    with tarfile.open(ledger / "E2-s0-L00" / "state.tar.gz") as archive:
         names = set(archive.getnames())
     assert {"recipe.yaml", "level_00/mask.safetensors", "level_00/weights.safetensors"} <= names
     assert not any(n.startswith(("level_01", "checkpoints", "rewind")) for n in names)
-    with tarfile.open(ledger / "E1-s0-L00" / "rewind.tar.gz") as archive:
+    with tarfile.open(ledger / "E2-s0-L00" / "rewind.tar.gz") as archive:
         assert {"rewind.safetensors", "rewind.json"} <= set(archive.getnames())
     with tarfile.open(out / "cells.tar.gz") as archive:
-        assert "E1-s0-L00/cell.json" in archive.getnames()
+        assert "E2-s0-L00/cell.json" in archive.getnames()
     assert_returnable(out)
-    assert "| E1-s0-L00 | done |" in (out / "campaign.md").read_text()
+    assert "| E2-s0-L00 | done |" in (out / "campaign.md").read_text()
 
 
 @pytest.mark.slow
-def test_a_chain_continues_from_the_ledger_in_a_later_call(tmp_path):
-    """Two calls: the first runs E2's level 0, the second continues E2 from the ledger's state, retrains its
-    last ticket on the full data and starts the random control that waited for it."""
+def test_a_chain_continues_from_the_ledger_in_a_later_call(first_cell, tmp_path):
+    """Two calls: the first (the fixture's) ran E2's level 0, the second continues E2 from the ledger's state, retrains
+    its last ticket on the full data and starts the random control that waited for it."""
     ledger = tmp_path / "cells"
-    dry_run(tmp_path / "first", "--stages", "cells", "--cells", "E2-s0-L00", "--ledger", str(ledger))
+    shutil.copytree(first_cell[1], ledger)  # the second call tidies the ledger: a copy, the fixture's stays as it was
     _, out = dry_run(tmp_path / "second", "--stages", "cells", "--cells", "E2-s0-L00", "E2-s0-L01", "E2-s0-L02", "E2-s0-R02",
                      "E3-s0-L00", "--ledger", str(ledger))
     stage = record(out)["stages"]["cells"]

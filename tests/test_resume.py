@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,10 +96,24 @@ def reference(tmp_path_factory):
     return recipe_path, folder / "run"
 
 
-def test_sigkill_inside_a_level_then_rerun_gives_the_uninterrupted_result(reference, tmp_path):
+@pytest.fixture(scope="module")
+def killed(reference, tmp_path_factory):
+    """The same run SIGKILLed inside level 1 once it had written two complete checkpoints (each start of a run is
+    seconds of imports: the tests below share this kill and each works on its own copy of the folder)."""
+    recipe_path, _ = reference
+    out = tmp_path_factory.mktemp("killed") / "run"
+    kill_inside_level(recipe_path, out, level=1, checkpoints_wanted=2)
+    return out
+
+
+def copy_of(killed: Path, tmp_path: Path) -> Path:
+    shutil.copytree(killed, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_sigkill_inside_a_level_then_rerun_gives_the_uninterrupted_result(reference, killed, tmp_path):
     recipe_path, expected = reference
-    out = tmp_path / "run"
-    kill_inside_level(recipe_path, out, level=1, checkpoints_wanted=1)
+    out = copy_of(killed, tmp_path)
     newest = level_checkpoints(out, 1)[-1]
     step = checkpoint_step(newest)
     log = finish(recipe_path, out)
@@ -106,10 +121,9 @@ def test_sigkill_inside_a_level_then_rerun_gives_the_uninterrupted_result(refere
     assert_same_run(expected, out, levels=2)
 
 
-def test_truncated_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
+def test_truncated_checkpoint_falls_back_to_the_previous_one(reference, killed, tmp_path):
     recipe_path, expected = reference
-    out = tmp_path / "run"
-    kill_inside_level(recipe_path, out, level=1, checkpoints_wanted=2)
+    out = copy_of(killed, tmp_path)
     older, newest = level_checkpoints(out, 1)[-2:]
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a disk that filled up
@@ -119,10 +133,9 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(reference, tmp_path
     assert_same_run(expected, out, levels=2)
 
 
-def test_checkpoint_from_another_world_size_is_refused_with_the_reason(reference, tmp_path):
+def test_checkpoint_from_another_world_size_is_refused_with_the_reason(reference, killed, tmp_path):
     recipe_path, _ = reference
-    out = tmp_path / "run"
-    kill_inside_level(recipe_path, out, level=1, checkpoints_wanted=1)
+    out = copy_of(killed, tmp_path)
     meta_path = level_checkpoints(out, 1)[-1] / "meta.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "num_processes": 2}))
@@ -159,7 +172,10 @@ def test_checkpoint_policy_parsing_and_timing():
 def test_structured_run_killed_inside_a_level_resumes_into_the_smaller_model(tmp_path):
     """A structured level trains a rebuilt, smaller model: the checkpoint restores into the replayed architecture."""
     recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "structured_quickstart.yaml").read_text())
-    recipe["ticket"]["levels"], recipe["train"]["epochs"] = 2, 4
+    # half the quickstart's channels and three epochs: level 2 (two replayed levels) trains 42 steps from its rewind
+    # point, with checkpoints at steps 28, 35 and 42
+    recipe["model"]["kwargs"] = {"width": 8}
+    recipe["ticket"]["levels"], recipe["train"]["epochs"] = 2, 3
     recipe["run"] = {"tracker": "none", "checkpoint_every": "7it"}
     recipe_path = tmp_path / "r.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -131,14 +132,13 @@ def test_patches_are_small_the_readme_shows_them_verbatim_and_prac_prints_them(s
 # -- end to end, both scripts ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def dense(data, scripts, tmp_path_factory):
-    """Per script: a run with every flag at once (select, mask, rewind at 1ep, EMA), and a 1-epoch twin."""
+    """Per script: a run with every flag at once (select, mask, rewind at 1ep, EMA)."""
     out = tmp_path_factory.mktemp("dense")
     mask = make_mask(out / "mask.safetensors")
     runs = {}
     for version, paths in scripts.items():
         flags = ["--prac-select", "--ticket-mask", out / "mask.safetensors", "--model-ema", "--model-ema-decay", "0.9"]
         run(paths["patched"], *script_args(data, out / version, "full", *flags, "--save-rewind", "1ep"))
-        run(paths["patched"], *script_args(data, out / version, "one", *flags, epochs=1))
         runs[version] = out / version
     return {"runs": runs, "mask": mask, "mask_path": out / "mask.safetensors"}
 
@@ -162,11 +162,12 @@ def test_select_mask_rewind_and_ema(dense, data, version):
     assert torch.equal(index.rows, critical_rows(stats).nonzero().squeeze(1)) and 0 < len(index) < N_TRAIN
     meta = index.metadata
     assert (meta["criteria"], meta["model"], meta["optimizer_steps"], meta["epochs_recorded"]) == ("cet", "test_resnet", "24", "3")
-    # the rewind point: after update 8 (1ep), the weights a 1-epoch run ends with (step schedule: same first epoch)
+    # the rewind point: after update 8 (1ep), the weights timm's own checkpoint of epoch 0 holds
     rewind, info = RunDirectory(out).load_state("rewind")
     assert info == {"point": "1ep", "step": 8, "total_steps": 24, "steps_per_epoch": 8}
-    one = load_file(dense["runs"][version] / "one" / "weights.safetensors")
-    assert all(torch.equal(rewind[k], one[k]) for k in one)
+    first_epoch = checkpoint(out / "checkpoint-0.pth.tar")
+    assert first_epoch["epoch"] == 0 and rewind.keys() == first_epoch[model_key].keys()
+    assert all(torch.equal(rewind[k], first_epoch[model_key][k]) for k in rewind)
     assert not all(torch.equal(rewind[k], weights[k]) for k in weights)
 
 
@@ -391,20 +392,58 @@ def _other_index(tmp_path, num_rows):
     return tmp_path / f"other{num_rows}.prac.safetensors", meta
 
 
-@pytest.mark.parametrize("version,case", [
+BAD_INPUT = [
     ("current", "label hash"), ("current", "row count"), ("current", "mask of another model"), ("current", "rewind past the end"),
     ("current", "bad rewind"), ("current", "dense of another model"), ("current", "dense without select"), ("current", "naflex loader"),
     ("current", "threshold without select"), ("current", "output without a writing flag"),
     ("v1.0.22", "rewind past the end"), ("v1.0.22", "mask of another model"),
-])
-def test_bad_input_stops_the_script_at_start_up_with_one_line(data, scripts, tmp_path, version, case):
+]
+
+# Runs scripts, each in a process of its own forked from this one once it has imported what every run of the
+# scripts imports first (torch, timm, datasets): the script file runs unchanged as __main__ with its own sys.argv,
+# stdout and stderr, and exits as `python train.py ...` would (an uncaught exception reaches sys.excepthook, which
+# the patch's hook sets). The seconds of imports are paid once instead of once per run.
+FORKING_RUNNER = textwrap.dedent("""
+    import json, os, runpy, sys
+    import datasets, timm, timm.data, timm.layers, timm.loss, timm.models, timm.optim, timm.scheduler, timm.utils, torch, yaml
+    results = []
+    for run in json.load(open(sys.argv[1])):
+        sys.stdout.flush(), sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            for fd, name in ((1, run["stdout"]), (2, run["stderr"])):
+                os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            sys.argv, sys.path[0] = [run["script"], *run["args"]], os.path.dirname(run["script"])
+            runpy.run_path(run["script"], run_name="__main__")
+            sys.exit(0)
+        results.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    print(json.dumps(results))
+""")
+
+
+def run_forked(runs: list[tuple], folder: Path) -> list[subprocess.CompletedProcess]:
+    """Like ``run(script, *args, check=False)`` for each (script, *args) of ``runs``, under one process start-up."""
+    spec = [{"script": str(script), "args": [str(a) for a in args], "stdout": str(folder / f"{i}.out"), "stderr": str(folder / f"{i}.err")}
+            for i, (script, *args) in enumerate(runs)]
+    (folder / "runs.json").write_text(json.dumps(spec))
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    runner = subprocess.run([sys.executable, "-c", FORKING_RUNNER, str(folder / "runs.json")], capture_output=True, text=True, env=env,
+                            timeout=900)
+    assert runner.returncode == 0, runner.stderr[-4000:]
+    codes = json.loads(runner.stdout.strip().splitlines()[-1])
+    return [subprocess.CompletedProcess([r["script"], *r["args"]], code, Path(r["stdout"]).read_text(), Path(r["stderr"]).read_text())
+            for r, code in zip(spec, codes)]
+
+
+def _bad_input(case: str, folder: Path) -> tuple[list, str]:
+    """The flags of a bad-input case (files it names made in ``folder``) and the error message expected."""
     if case in ("label hash", "row count"):
-        path, meta = _other_index(tmp_path, N_TRAIN if case == "label hash" else 300)
+        path, meta = _other_index(folder, N_TRAIN if case == "label hash" else 300)
         extra = ["--prac-index", path]
         message = f"labels_sha256 \\(label hash\\) is {meta['labels_sha256']}" if case == "label hash" else r"num_rows \(row count\) is 300 in the file"
     elif case == "mask of another model":
-        make_mask(tmp_path / "m10.safetensors", num_classes=10)
-        extra, message = ["--ticket-mask", tmp_path / "m10.safetensors"], r"mask entry 'fc.weight' has shape \(10, "
+        make_mask(folder / "m10.safetensors", num_classes=10)
+        extra, message = ["--ticket-mask", folder / "m10.safetensors"], r"mask entry 'fc.weight' has shape \(10, "
     elif case == "rewind past the end":
         extra, message = ["--save-rewind", "3ep"], "rewind point 3ep is step 24, beyond the training length of 24 steps"
     elif case == "bad rewind":
@@ -412,22 +451,69 @@ def test_bad_input_stops_the_script_at_start_up_with_one_line(data, scripts, tmp
     elif case == "dense of another model":
         from safetensors.torch import save_file
 
-        save_file(create_model("test_resnet", num_classes=10).state_dict(), str(tmp_path / "d10.safetensors"))
-        extra, message = ["--prac-dense", tmp_path / "d10.safetensors"], r"'fc.weight' has shape \(10, 96\)"
+        save_file(create_model("test_resnet", num_classes=10).state_dict(), str(folder / "d10.safetensors"))
+        extra, message = ["--prac-dense", folder / "d10.safetensors"], r"'fc.weight' has shape \(10, 96\)"
     elif case == "dense without select":
-        extra, message = ["--prac-dense", tmp_path / "unused.safetensors", "--ticket-mask", tmp_path / "unused.safetensors"], "--prac-dense gives CEP"
+        extra, message = ["--prac-dense", folder / "unused.safetensors", "--ticket-mask", folder / "unused.safetensors"], "--prac-dense gives CEP"
     elif case == "threshold without select":
         extra, message = ["--prac-forgetting-threshold", "3"], "--prac-forgetting-threshold 3 sets E_F for the PrAC set: it needs --prac-select"
     elif case == "output without a writing flag":
-        extra, message = ["--prac-output", tmp_path / "files"], r"--prac-output '.*files': no flag writes files there"
+        extra, message = ["--prac-output", folder / "files"], r"--prac-output '.*files': no flag writes files there"
     else:
         extra, message = ["--naflex-loader"], "--naflex-loader batches patches without sample ids"
     select = [] if case in ("dense without select", "threshold without select", "output without a writing flag") else ["--prac-select"]
-    result = run(scripts[version]["patched"], *script_args(data, tmp_path / "out", "x", *select, *extra), check=False)
+    return [*select, *extra], message
+
+
+PROBE = """import sys, os
+print('ARGS', sys.argv[1:], sys.path[0] == os.path.dirname(os.path.abspath(__file__)))
+print('to stderr', file=sys.stderr)
+if sys.argv[1] == 'raise':
+    raise KeyError('k')
+if sys.argv[1] == 'prac':
+    import argparse, prac_plugin.timm
+    prac_plugin.timm.add_args(argparse.ArgumentParser())
+    from prac_plugin import PracError
+    raise PracError('X is wrong')
+sys.exit(int(sys.argv[1]))
+"""
+PROBE_ARGS = ("0", "3", "raise", "prac")
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(data, scripts, tmp_path_factory):
+    """Every case of BAD_INPUT run by the patched script, {(version, case): (result, its folder, message)}, and a
+    probe script's runs, {"probe": {argument: result}}, all under one forking runner."""
+    cases, runs = {}, []
+    for version, case in BAD_INPUT:
+        folder = tmp_path_factory.mktemp("bad_input")
+        flags, message = _bad_input(case, folder)
+        cases[version, case] = (folder, message)
+        runs.append((scripts[version]["patched"], *script_args(data, folder / "out", "x", *flags)))
+    logs = tmp_path_factory.mktemp("bad_input_logs")
+    (logs / "probe.py").write_text(PROBE)
+    results = run_forked(runs + [(logs / "probe.py", arg) for arg in PROBE_ARGS], logs)
+    found = {key: (result, folder, message) for (key, (folder, message)), result in zip(cases.items(), results)}
+    return {**found, "probe": dict(zip(PROBE_ARGS, results[len(runs):]))}
+
+
+@pytest.mark.parametrize("version,case", BAD_INPUT)
+def test_bad_input_stops_the_script_at_start_up_with_one_line(bad_input_runs, version, case):
+    result, folder, message = bad_input_runs[version, case]
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and last.startswith("prac: error: ") and re.search(message, last), result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "out").exists()  # not even timm's args.yaml
+    assert not (folder / "out").exists()  # not even timm's args.yaml
+
+
+def test_the_forking_runner_runs_a_script_as_python_does(bad_input_runs):
+    """What the bad-input cases lean on: argv, the script's folder on sys.path, output, and exit statuses
+    (SystemExit's code, an uncaught exception's 1 and traceback, the hook's os._exit(2)) as in a process of its own."""
+    probe = bad_input_runs["probe"]
+    assert (probe["0"].returncode, probe["0"].stdout, probe["0"].stderr) == (0, "ARGS ['0'] True\n", "to stderr\n")
+    assert probe["3"].returncode == 3 and probe["3"].stdout == "ARGS ['3'] True\n"
+    assert probe["raise"].returncode == 1 and "Traceback" in probe["raise"].stderr and "KeyError: 'k'" in probe["raise"].stderr
+    assert probe["prac"].returncode == 2 and probe["prac"].stderr.strip().splitlines()[-1] == "prac: error: X is wrong"
 
 
 # -- image folders ---------------------------------------------------------------------------------------------------
