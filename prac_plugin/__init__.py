@@ -14,6 +14,8 @@ import importlib.abc
 import importlib.util
 import sys
 
+from .lazy import lazy_names
+
 from .version import __version__
 
 _EXPORTS = {  # name -> module that defines it, imported on first use
@@ -33,17 +35,7 @@ _EXPORTS = {  # name -> module that defines it, imported on first use
 }
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'prac_plugin' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
 
 
 def run(recipe, output_dir: str):

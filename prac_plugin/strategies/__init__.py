@@ -8,8 +8,7 @@ imports a method, and importing this package imports no torch (its names load on
 
 from __future__ import annotations
 
-import importlib
-
+from ..lazy import lazy_names
 from ..registry import ENTRY_POINT_GROUP, available, get, register
 
 _EXPORTS = {
@@ -20,17 +19,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS) + ["ENTRY_POINT_GROUP", "available", "get", "register"]
