@@ -65,7 +65,7 @@ def _export_hub(args: argparse.Namespace) -> int:
     import tempfile
 
     from ..integrations.timm.hub_export import export_hub, push
-    from ..index_files.publish import check_repo_id
+    from ..index_files.publish import check_repo_id, upload_errors
 
     if args.push:
         check_repo_id(args.push)
@@ -79,12 +79,8 @@ def _export_hub(args: argparse.Namespace) -> int:
         print(f"Level {info['level']} of {args.run_dir} as a timm model: {info['model']}, {100 * info['density']:.2f}% of the "
               f"prunable weights{accuracy}")
         if args.push and not args.local:
-            try:
+            with upload_errors("model", args.push):
                 name = push(out, args.push, args.overwrite, args.private)
-            except PracError:
-                raise
-            except Exception as exc:  # network, authentication, permissions: huggingface_hub's many error types
-                raise PracError(f"uploading to model {args.push!r} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
             print(f"Published: {name}")
             print(f'Load it with: timm.create_model("{name}", pretrained=True)')
         else:

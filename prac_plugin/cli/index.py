@@ -123,19 +123,15 @@ def _from_scores(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     import tempfile
 
-    from ..index_files.publish import push, stage
+    from ..index_files.publish import push, stage, upload_errors
 
     if args.local:
         files = stage(args.file, args.repo_id, Path(args.local), args.path_in_repo)
         print(f"Wrote {', '.join(files)} into {args.local}: the folder `prac index push` uploads (nothing was uploaded)")
         return 0
     with tempfile.TemporaryDirectory() as folder:
-        try:
+        with upload_errors("dataset", args.repo_id):
             path = push(args.file, args.repo_id, Path(folder), args.path_in_repo, args.overwrite, args.private)
-        except PracError:
-            raise
-        except Exception as exc:  # network, authentication, permissions: huggingface_hub's many error types
-            raise PracError(f"uploading to dataset {args.repo_id!r} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     print(f"Published: {path}")
     print(f"Load it with: data_selection: {{strategy: index, path: {path}}}  (or --prac-index {path} in timm's train.py)")
     return 0

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import yaml
 
@@ -98,3 +99,16 @@ def push(index_path: str, repo_id: str, folder: Path, path_in_repo: Optional[str
     api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="dataset",
                       commit_message=f"PrAC index file {files[1]} (prac index push)")
     return f"hf://datasets/{repo_id}/{files[1]}"
+
+
+@contextmanager
+def upload_errors(kind: str, repo_id: str) -> Iterator[None]:
+    """An upload's failure (network, authentication, permissions: huggingface_hub's many error types) as one
+    `PracError` naming the repository; the package's own errors pass unchanged."""
+    try:
+        yield
+    except PracError:
+        raise
+    except Exception as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise PracError(f"uploading to {kind} {repo_id!r} failed: {type(exc).__name__}: {first_line}") from None
