@@ -77,6 +77,9 @@ SECTION_HELP: dict[str, dict[str, str]] = {
         "channels_last": "channels-last memory layout for convolutions",
         "compile": "torch.compile: false, true (inductor) or a backend name",
         "cuda_graphs": "capture the training step in a CUDA graph: auto (when it can be), on (an error when it cannot) or off",
+        "sharding": "none, or fsdp2: parameters, gradients and optimizer state sharded over the processes while a level trains "
+                    "(also switched on by accelerate launch with an FSDP2 config); needs several processes, ltr or a plugin "
+                    "mask strategy",
     },
     "run": {
         "output_dir": "run folder (default: runs/<recipe name>; --output wins)",

@@ -108,6 +108,7 @@ class TrainSection:
     channels_last: bool = False
     compile: Union[bool, Literal["inductor", "aot_eager", "eager", "cudagraphs"]] = False  # torch.compile backend
     cuda_graphs: Union[Literal["auto", "on", "off"], bool] = "auto"  # YAML reads bare on/off as true/false
+    sharding: Literal["none", "fsdp2"] = "none"  # or the launcher's FSDP2 config (engine/sharding.py)
 
     def __post_init__(self):
         if self.mixed_precision is False:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 from accelerate import Accelerator
@@ -19,6 +20,7 @@ from ..errors import PracError
 from ..config.recipes import Recipe
 from ..data.sources import BatchSource, DataBundle, load_data, resolve_normalization
 from ..models.factory import create_model
+from .sharding import Sharding, effective_sharding
 from .trainer import LevelSchedule, Trainer
 
 
@@ -79,6 +81,8 @@ class Engine:
 
     ``model`` is the model as prepared by Accelerate (possibly compiled or wrapped for DDP), ``unwrapped`` the
     module whose weights are read and written; the level lifecycle replaces both when a level brings a new model.
+    With ``sharding`` (FSDP2) the model is not prepared: ``model`` is the plain module between levels and a
+    sharded copy of it while a level trains (`prac_plugin.engine.sharding`).
     """
 
     recipe: Recipe
@@ -88,6 +92,7 @@ class Engine:
     sources: dict[str, BatchSource]
     trainer: Trainer
     model: torch.nn.Module
+    sharding: Optional[Sharding] = None
     unwrapped: torch.nn.Module = field(init=False)
 
     def __post_init__(self):
@@ -102,6 +107,9 @@ class Engine:
         """Train ``model`` from now on: prepared by Accelerate (channels_last when the recipe asks)."""
         if self.recipe.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if self.sharding is not None:  # sharded per level, never wrapped for DDP
+            self.model = self.unwrapped = model.to(self.accelerator.device)
+            return
         self.model = self.accelerator.prepare_model(model)
         self.unwrapped = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
@@ -131,4 +139,23 @@ def build_engine(recipe: Recipe, run_dir: Path) -> Engine:
         name: BatchSource(split, data, recipe.data, mean, std, accelerator.device, accelerator.process_index, accelerator.num_processes)
         for name, split in (("train", data.train), ("val", data.val), ("test", data.test)) if split is not None
     }
-    return Engine(recipe, accelerator, data, (mean, std, norm_source), sources, Trainer(accelerator, train_cfg, sources), model)
+    return Engine(recipe, accelerator, data, (mean, std, norm_source), sources, Trainer(accelerator, train_cfg, sources), model,
+                  sharding_for(recipe, accelerator))
+
+
+def sharding_for(recipe: Recipe, accelerator: Accelerator) -> Optional[Sharding]:
+    """FSDP2 sharding when the recipe or the launcher asks for it, and what it cannot honour refused in one line."""
+    if effective_sharding(recipe.train.sharding) == "none":
+        return None
+    if accelerator.num_processes < 2:
+        raise PracError("FSDP2 sharding (train.sharding = 'fsdp2' or an FSDP launcher config) needs several processes; "
+                        "this run has one: launch it with torchrun or accelerate launch, or set train.sharding: none")
+    precision = str(accelerator.mixed_precision)
+    if precision not in ("no", "bf16"):
+        raise PracError(f"FSDP2 sharding trains in fp32 or bf16; train.mixed_precision = {precision!r} is not supported with it")
+    if recipe.train.compile:
+        raise PracError("FSDP2 sharding with train.compile is not supported yet; set train.compile: false")
+    if recipe.train.grad_clip:
+        raise PracError("FSDP2 sharding with train.grad_clip is not supported yet; set train.grad_clip: null")
+    reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() in ("1", "true", "yes")
+    return Sharding(precision, reshard)

@@ -28,10 +28,12 @@ from ..errors import PracError
 from ..rundir.files import state_to_cpu
 from ..rundir.folder import FORMAT_VERSION, RunDirectory
 from ..tickets.masks import MaskEnforcer, TicketMask
+from ..tickets.sharded import ShardedMaskEnforcer
 from ..tickets.rewind import RewindPoint, resolve_rewind_step, rewind_record, rewind_start, save_rewind_point
 from ..strategies.base import SIZE_KEYS, LevelPlan, PreviousLevel, StartPoint
 from .health import MaskHealth, chance_ceiling, empty_layers, start_point_accuracy
 from .engine import Engine
+from .sharding import FullStateOptimizer, on_plain_model
 from .trainer import (BatchObserver, DivergedError, EpochHook, LevelSchedule, Trainer, TrainProgress, TrainResult,
                       create_optimizer)
 
@@ -95,7 +97,7 @@ class LevelOutcome:
 class TrainingStart:
     """What `LevelLifecycle.restore` prepared and `LevelLifecycle.train` continues from."""
 
-    enforcer: MaskEnforcer
+    enforcer: MaskEnforcer  # or a ShardedMaskEnforcer
     optimizer: Any  # prepared by Accelerate; released at the end of the level
     observer: Optional[BatchObserver] = None
     epoch_hook: Optional[EpochHook] = None
@@ -199,7 +201,10 @@ class LevelLifecycle:
         enforcer.apply()
         if look:
             self._record_health(level, plan, trainer, split, dense_start)
-        optimizer = accelerator.prepare_optimizer(create_optimizer(unwrapped, trainer.cfg))
+        if engine.sharding is not None:  # the level trains a sharded copy of the masked plain model
+            engine.model = engine.sharding.shard(unwrapped)
+            enforcer = ShardedMaskEnforcer(engine.model, plan.mask)
+        optimizer = accelerator.prepare_optimizer(create_optimizer(engine.model if engine.sharding else unwrapped, trainer.cfg))
         try:
             return self._training_start(level, plan, resumed, enforcer, optimizer)
         except BaseException:
@@ -233,11 +238,11 @@ class LevelLifecycle:
         and a checkpoint's scaler, selection, random and progress state."""
         accelerator, selection = self.engine.accelerator, self.selection
         if plan.optimizer_state is not None:
-            optimizer.load_state_dict(plan.optimizer_state)
+            optimizer.load_state_dict(self._local_state(plan.optimizer_state, optimizer))
         start = TrainingStart(enforcer, optimizer, selection.batch_observer(level) if selection is not None else None,
                               selection.epoch_hook(level) if selection is not None else None)
         if resumed is not None:
-            optimizer.load_state_dict(resumed.optimizer)
+            optimizer.load_state_dict(self._local_state(resumed.optimizer, optimizer))
             if accelerator.scaler is not None and resumed.scaler is not None:
                 accelerator.scaler.load_state_dict(resumed.scaler)
             if selection is not None:
@@ -248,6 +253,35 @@ class LevelLifecycle:
             self.log(f"Resuming level {level} at step {start.progress.step} from {resumed.path}")
         return start
 
+    def _local_state(self, state: dict, optimizer) -> dict:
+        """An optimizer state in the single-process layout (a rewind point's, a checkpoint's), as this level's
+        optimizer takes it: sharded like its parameters when the level is."""
+        sharding = self.engine.sharding
+        return state if sharding is None else sharding.local_optimizer_state(state, optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer)
+
+    def _refresh_plain(self) -> None:
+        """A sharded level: the plain model takes the shards' current weights (every process calls it)."""
+        if self.engine.sharding is not None and self.engine.model is not self.engine.unwrapped:
+            self.engine.sharding.gather(self.engine.model, self.engine.unwrapped)
+
+    def _hooks(self, plan: LevelPlan, start: TrainingStart) -> tuple[dict, Optional[EpochHook]]:
+        """The plan's step callbacks and the selection's epoch hook; for a sharded level, each sees the plain
+        model refreshed from the shards (and the optimizer's full state), as an unsharded level's would."""
+        engine = self.engine
+        if engine.sharding is None:
+            return plan.step_callbacks, start.epoch_hook
+        plain = engine.unwrapped
+        callbacks = {step: on_plain_model(callback, self._refresh_plain, plain) for step, callback in plan.step_callbacks.items()}
+        hook = start.epoch_hook
+        if hook is None:
+            return callbacks, None
+
+        def epoch_hook(epochs: int, _model) -> bool:
+            self._refresh_plain()
+            return hook(epochs, plain)
+
+        return callbacks, epoch_hook
+
     # train -----------------------------------------------------------------------------------------------------
     def train(self, level: int, plan: LevelPlan, start: TrainingStart, positions: torch.Tensor, schedule: LevelSchedule,
               trainer: Trainer, desc: Optional[str]) -> TrainResult:
@@ -255,10 +289,11 @@ class LevelLifecycle:
         policy says. A diverging level loses its checkpoints (they may hold the diverging weights), so a corrected
         run restarts it from its beginning; a level whose weights are not finite is refused."""
         checkpoints = self.checkpoints
+        callbacks, epoch_hook = self._hooks(plan, start)
         try:
             result = trainer.train(
-                self.engine.model, start.optimizer, start.enforcer, positions, schedule, plan.start_step, level, plan.step_callbacks,
-                start.observer, start.epoch_hook, desc=desc or f"level {level:2d} ({remaining_pct(plan):6.2f}% left)",
+                self.engine.model, start.optimizer, start.enforcer, positions, schedule, plan.start_step, level, callbacks,
+                start.observer, epoch_hook, desc=desc or f"level {level:2d} ({remaining_pct(plan):6.2f}% left)",
                 resume=start.progress, checkpoint=self._checkpointer(level, plan, start) if checkpoints is not None else None,
                 policy=checkpoints.policy if checkpoints is not None else None,
             )
@@ -266,6 +301,9 @@ class LevelLifecycle:
             if checkpoints is not None:
                 checkpoints.clear()
             raise
+        if self.engine.sharding is not None:  # the sharded copy is done: evaluate and save the plain model
+            self._refresh_plain()
+            self.engine.model = self.engine.unwrapped
         check_finite(self.engine.unwrapped, level)
         return result
 
@@ -275,8 +313,10 @@ class LevelLifecycle:
 
         def save_checkpoint(progress: TrainProgress) -> None:
             scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+            self._refresh_plain()
+            optimizer = start.optimizer if self.engine.sharding is None else FullStateOptimizer(start.optimizer)
             self.checkpoints.save(
-                level, progress.step, state_to_cpu(unwrapped), start.optimizer.state_dict(), plan.mask.save, scaler,
+                level, progress.step, state_to_cpu(unwrapped), optimizer.state_dict(), plan.mask.save, scaler,
                 {"progress": progress.state_dict(), "rng": rng_state(), "plan_info": plan.info,
                  "selection": selection.state_dict() if selection is not None else {}},
             )
@@ -314,8 +354,10 @@ class LevelLifecycle:
         accelerator.log({"level/test_acc": outcome.test[1] or 0.0, "level/weights_remaining_pct": outcome.remaining_pct}, step=level)
 
     def release(self, optimizer) -> None:
-        """Drop the level's optimizer (and its state) from Accelerate's references."""
+        """Drop the level's optimizer (and its state) from Accelerate's references, and a sharded level's copy."""
         release_optimizer(self.engine.accelerator, optimizer)
+        if self.engine.sharding is not None:
+            self.engine.model = self.engine.unwrapped
 
 
 def _is_compiled(model: torch.nn.Module) -> bool:
@@ -333,7 +375,7 @@ def level_figures(engine: Engine, level: int, plan: LevelPlan, outcome: LevelOut
     return {
         "format_version": FORMAT_VERSION, "package_version": __version__, "level": level, "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision, "compiled": _is_compiled(engine.model), "channels_last": train_cfg.channels_last,
-        "cuda_graphs": result.cuda_graphs,
+        "cuda_graphs": result.cuda_graphs, "sharding": engine.sharding.figures() if engine.sharding is not None else "none",
         "weights_remaining_pct": remaining, "sparsity_pct": 100.0 - remaining,
         "prunable_weights": plan.mask.num_total, "remaining_weights": plan.mask.num_remaining,
         "val_loss": val[0], "val_acc": val[1], "test_loss": test[0], "test_acc": test[1],

@@ -344,7 +344,8 @@ class Trainer:
         count = torch.zeros((), device=acc.device)
         positions = torch.arange(len(source.split))
         for images, labels, _ in source.batches(positions, self.cfg.eval_batch_size, training=False):
-            logits = model(images).float()
+            with acc.autocast():  # a prepared model autocasts already; a sharded run's plain model does not
+                logits = model(images).float()
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(1) == labels).sum()
             count += labels.numel()
