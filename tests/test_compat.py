@@ -101,3 +101,15 @@ def test_torch_private_names_exist():
     compiled = torch.compile(model, backend="eager")
     assert torch_private.is_compiled_module(compiled) and compiled._orig_mod is model
     assert not torch_private.is_compiled_module(model)
+
+
+def test_a_lost_peer_is_told_from_a_fault_of_this_process():
+    """What gloo raises when another process dies mid-collective (a plain RuntimeError, its text as seen in
+    tests/test_multinode.py) and NCCL's DistBackendError are a lost peer; other runtime errors are not."""
+    import torch.distributed as dist
+
+    gloo = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
+                        "[127.0.0.1]:56984: Connection reset by peer. This is typically caused by a remote worker hanging")
+    assert torch_private.is_lost_peer(gloo) and torch_private.is_lost_peer(dist.DistBackendError("NCCL watchdog"))
+    assert not torch_private.is_lost_peer(RuntimeError("CUDA out of memory")) and not torch_private.is_lost_peer(ValueError("x"))
+    assert dist.DistNetworkError.__mro__[1] is dist.DistError and issubclass(dist.DistError, RuntimeError)  # caught as RuntimeError

@@ -57,6 +57,33 @@ def _end_progress_bars() -> None:
         bar.close()
 
 
+LOST_PEER_EXIT = 75  # EX_TEMPFAIL: nothing of this process is at fault; the same command again resumes
+
+
+def _lost_peer(exc: BaseException) -> bool:
+    if "torch.distributed" not in sys.modules:  # no process group was ever joined
+        return False
+    from ..compat.torch_private import is_lost_peer
+
+    return is_lost_peer(exc)
+
+
+def _peer_reason(exc: BaseException) -> str:
+    """The transport's own words, without its source location and advice: "Read error [127.0.0.1]:38557:
+    Connection reset by peer"."""
+    text = _one_line(str(exc)).strip()
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    return text.split(". ", 1)[0][:300]
+
+
+def _process_name() -> str:
+    import os
+
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    return f"process {rank} of {world}" if rank is not None and world is not None else "this process"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -75,6 +102,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                   else "choose an output folder you can write to")
         print(f"prac: error: cannot write{where}: {exc.strerror}; {advice}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # torch.distributed.DistError is one
+        if not _lost_peer(exc):
+            raise
+        _end_progress_bars()
+        print(f"prac: error: {_process_name()} lost another process of this run ({_peer_reason(exc)}): a machine or process "
+              "stopped. Run the same command again on every machine: completed levels are kept and the running level "
+              "resumes from its newest checkpoint", file=sys.stderr)
+        return LOST_PEER_EXIT
     except KeyboardInterrupt:
         _end_progress_bars()
         if args.command in RESUMING_COMMANDS:
