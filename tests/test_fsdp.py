@@ -98,14 +98,14 @@ def test_fsdp2_ltr_and_prac_run_writes_the_one_process_run_folder(tmp_path):
 
 
 def test_fsdp2_timm_cnn_with_batchnorm_matches_ddp(tmp_path):
-    """A timm CNN with BatchNorm (each process normalizes its half batch, as under DDP): the FSDP2 run and the DDP
-    run of the same two processes give the same masks, and weights and BatchNorm buffers within float rounding
+    """A timm CNN with BatchNorm (each process normalizes its half batch, as under DDP), pruned layer by layer for
+    3 levels: the FSDP2 run and the DDP run of the same two processes give the same masks, and weights and BatchNorm buffers within float rounding
     (FSDP2 keeps process 0's buffers, as DDP's broadcast does)."""
-    recipe = quick_recipe(model={"name": "cifar_resnet20", "kwargs": {"width": 4}}, ticket={"levels": 2, "ignore": ["fc", "conv1"]})
+    recipe = quick_recipe(model={"name": "cifar_resnet20", "kwargs": {"width": 4}}, ticket={"levels": 3, "scope": "layer", "ignore": ["fc", "conv1"]})
     fsdp = launch(FSDP_CONFIG, recipe, tmp_path, "fsdp")
     finish(fsdp)
     finish(launch(CPU_CONFIG, recipe, tmp_path, "ddp"))
-    for level in range(3):
+    for level in range(4):
         assert metrics(tmp_path / "fsdp", level)["sharding"]["mode"] == "fsdp2" and metrics(tmp_path / "ddp", level)["sharding"] == "none"
         for name in ("mask.safetensors", "weights.safetensors"):
             left, right = (load_file(tmp_path / d / f"level_{level:02d}" / name) for d in ("fsdp", "ddp"))
