@@ -257,7 +257,7 @@ class LevelLifecycle:
         """An optimizer state in the single-process layout (a rewind point's, a checkpoint's), as this level's
         optimizer takes it: sharded like its parameters when the level is."""
         sharding = self.engine.sharding
-        return state if sharding is None else sharding.local_optimizer_state(state, optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer)
+        return state if sharding is None else sharding.local_optimizer_state(state, getattr(optimizer, "optimizer", optimizer))  # inside Accelerate's wrapper
 
     def _refresh_plain(self) -> None:
         """A sharded level: the plain model takes the shards' current weights (every process calls it)."""
