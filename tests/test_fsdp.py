@@ -69,10 +69,11 @@ def assert_pruned_weights_zero(run: Path, level: int) -> None:
 
 
 def test_fsdp2_ltr_and_prac_run_writes_the_one_process_run_folder(tmp_path):
-    """A LeNet for 3 levels under accelerate's FSDP2 config: sharded (each process held half the parameters),
+    """A LeNet for 3 levels under accelerate's FSDP2 config, gradients clipped by their global norm (over the
+    shards; a clip that did nothing would leave levels apart: unclipped weights move by far more): sharded (each process held half the parameters),
     every level's mask identical to one process's, accuracies and weights within float rounding, pruned weights
     exactly zero, and each PrAC round's set as one process selects it (where the level's batches split evenly)."""
-    recipe = quick_recipe(ticket={"levels": 3}, train={"epochs": 3}, data_selection={"strategy": "prac"})
+    recipe = quick_recipe(ticket={"levels": 3}, train={"epochs": 3, "grad_clip": 0.5}, data_selection={"strategy": "prac"})
     process, single = launch(FSDP_CONFIG, recipe, tmp_path, "fsdp"), launch_one(recipe, tmp_path, "one")
     finish(process), finish(single)
     fsdp, one = tmp_path / "fsdp", tmp_path / "one"
@@ -99,9 +100,10 @@ def test_fsdp2_ltr_and_prac_run_writes_the_one_process_run_folder(tmp_path):
 
 def test_fsdp2_timm_cnn_with_batchnorm_matches_ddp(tmp_path):
     """A timm CNN with BatchNorm (each process normalizes its half batch, as under DDP), pruned layer by layer for
-    3 levels: the FSDP2 run and the DDP run of the same two processes give the same masks, and weights and BatchNorm buffers within float rounding
+    3 levels on PrAC sets with early-bird stopping: the FSDP2 run and the DDP run of the same two processes give the same masks, and weights and BatchNorm buffers within float rounding
     (FSDP2 keeps process 0's buffers, as DDP's broadcast does)."""
-    recipe = quick_recipe(model={"name": "cifar_resnet20", "kwargs": {"width": 4}}, ticket={"levels": 3, "scope": "layer", "ignore": ["fc", "conv1"]})
+    recipe = quick_recipe(model={"name": "cifar_resnet20", "kwargs": {"width": 4}}, ticket={"levels": 3, "scope": "layer", "ignore": ["fc", "conv1"]},
+                          train={"epochs": 4}, data_selection={"strategy": "prac", "early_bird": True, "early_bird_window": 1, "early_bird_eps": 0.3})
     fsdp = launch(FSDP_CONFIG, recipe, tmp_path, "fsdp")
     finish(fsdp)
     finish(launch(CPU_CONFIG, recipe, tmp_path, "ddp"))
@@ -116,6 +118,10 @@ def test_fsdp2_timm_cnn_with_batchnorm_matches_ddp(tmp_path):
                 else:
                     assert torch.equal(left[key], right[key]), (level, key)
         assert_pruned_weights_zero(tmp_path / "fsdp", level)
+        # PrAC's early-bird hook saw the plain model refreshed from the shards: it stopped where DDP's stopped
+        history = [metrics(tmp_path / d, level)["history"] for d in ("fsdp", "ddp")]
+        assert history[0] == history[1], level
+    assert any(record.get("stopped_early") for level in range(1, 4) for record in metrics(tmp_path / "fsdp", level)["history"])
 
 
 def test_fsdp2_rank_killed_mid_level_resumes_to_the_uninterrupted_run(tmp_path):

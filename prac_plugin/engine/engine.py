@@ -155,7 +155,5 @@ def sharding_for(recipe: Recipe, accelerator: Accelerator) -> Optional[Sharding]
         raise PracError(f"FSDP2 sharding trains in fp32 or bf16; train.mixed_precision = {precision!r} is not supported with it")
     if recipe.train.compile:
         raise PracError("FSDP2 sharding with train.compile is not supported yet; set train.compile: false")
-    if recipe.train.grad_clip:
-        raise PracError("FSDP2 sharding with train.grad_clip is not supported yet; set train.grad_clip: null")
     reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() in ("1", "true", "yes")
     return Sharding(precision, reshard)
