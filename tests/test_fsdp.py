@@ -169,3 +169,42 @@ def test_cts_under_fsdp2_is_refused_naming_the_strategy(tmp_path):
     assert process.returncode != 0
     assert "prac: error: ticket.strategy = 'cts' cannot run with FSDP2 sharding" in log
     assert not any((tmp_path / "cts").glob("level_*"))
+
+
+BF16_CHECK = """
+import os, torch, torch.distributed as dist
+from torch import nn
+from torch.distributed.tensor import DTensor
+from prac_plugin.engine.sharding import Sharding
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["PORT"])
+dist.init_process_group("gloo", rank=0, world_size=1)
+torch.manual_seed(0)
+plain = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+sharding = Sharding("bf16")
+sharded = sharding.shard(plain)
+seen = []
+sharded[0].register_forward_pre_hook(lambda module, args: seen.append(module.weight.dtype))  # after FSDP2's gather
+sharded[0].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+loss = sharded(torch.randn(5, 8)).float().square().mean()
+loss.backward()
+assert seen == [torch.bfloat16, torch.bfloat16], seen  # computed in bf16
+assert all(isinstance(p, DTensor) and p.to_local().dtype == torch.float32 for p in sharded.parameters())  # fp32 master weights
+assert all(p.grad.to_local().dtype == torch.float32 for p in sharded.parameters())
+before = [p.detach().clone() for p in plain.parameters()]
+with torch.no_grad():
+    for p in sharded.parameters():
+        p.to_local().add_(1.0)
+sharding.gather(sharded, plain)
+assert all(p.dtype == torch.float32 and torch.equal(p, b + 1.0) for p, b in zip(plain.parameters(), before))
+dist.destroy_process_group()
+print("bf16 sharding ok")
+"""
+
+
+def test_bf16_sharding_computes_in_bf16_and_keeps_fp32_weights():
+    """FSDP2's mixed-precision policy as `Sharding` sets it for train.mixed_precision: bf16: the forward pass runs
+    in bf16 on the gathered parameters, the shards and their gradients stay fp32, and the plain model gathered
+    from them is fp32 (what the run folder saves)."""
+    result = subprocess.run([sys.executable, "-c", BF16_CHECK], capture_output=True, text=True, timeout=300,
+                            env={**ENV, "PORT": str(free_port())})
+    assert result.returncode == 0 and "bf16 sharding ok" in result.stdout, result.stderr[-3000:]
