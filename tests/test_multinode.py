@@ -50,8 +50,8 @@ def test_two_nodes_over_the_loopback_give_one_process_masks(tmp_path):
 
 
 def test_a_node_lost_mid_level_ends_the_other_in_one_line_and_the_same_commands_resume(tmp_path):
-    """Node 1 (its launcher and its process) killed inside level 1: node 0 stops within seconds with one line
-    naming what happened and exit code 75; the same two commands resume to the files of an uninterrupted
+    """Node 1 (its launcher and its process) killed inside level 1: node 0 stops with one line naming the lost
+    connection (the transport's reset, not a collective's timeout) and exit code 75; the same two commands resume to the files of an uninterrupted
     two-process run."""
     reference = launch(CPU_CONFIG, RECIPE, tmp_path, "reference")
     nodes = launch_nodes(RECIPE, tmp_path, "killed")
@@ -61,9 +61,7 @@ def test_a_node_lost_mid_level_ends_the_other_in_one_line_and_the_same_commands_
         time.sleep(0.002)
     for pid in [nodes[1].pid, *descendants(nodes[1].pid)]:
         os.kill(pid, 9)
-    lost = time.monotonic()
-    log, _ = nodes[0].communicate(timeout=600)
-    assert time.monotonic() - lost < 120  # not a collective's 30-minute timeout
+    log, _ = nodes[0].communicate(timeout=600)  # a hang guard: gloo's own collective timeout is 30 minutes
     nodes[1].communicate(timeout=60)
     lines = [line for line in log.splitlines() if line.startswith("prac: error:")]
     assert len(lines) == 1 and "lost another process of this run" in lines[0] and "Run the same command again" in lines[0], log[-3000:]
