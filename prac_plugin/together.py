@@ -62,9 +62,40 @@ def _last_error(log: Path) -> str:
     return errors[-1].removeprefix("prac: error: ").removeprefix("prac: ") if errors else (lines[-1] if lines else "no output")
 
 
-def run_together(members: Sequence[Member], overrides: Sequence[str], say: Callable[[str], None] = print) -> int:
-    """Start every member's ``prac run`` at once, wait for all, and say how each ended; 0 when all completed,
-    2 when any failed, 130 when interrupted (each child then keeps what it has, and the same command resumes)."""
+STATUS_EVERY_S = 60.0  # how often a joint run says where each member stands
+
+
+def progress(log: Path, width: int = 100) -> str:
+    """A member's latest progress as its log shows it: the last update of its progress bar (the bar drawn over
+    itself with carriage returns), else its last line."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            tail = handle.read().decode(errors="replace")
+    except OSError:
+        return "no log yet"
+    updates = [u.strip() for line in tail.splitlines() for u in line.split("\r") if u.strip()]
+    return updates[-1][:width] if updates else "starting"
+
+
+def _wait(children: list, members: Sequence[Member], say: Callable[[str], None], every: float) -> list[int]:
+    """Every child's exit code, saying each running member's progress every ``every`` seconds."""
+    next_status = time.monotonic() + every
+    while any(child.poll() is None for child in children):
+        time.sleep(0.2)
+        if every > 0 and time.monotonic() >= next_status:
+            next_status += every
+            for member, child in zip(members, children):
+                if child.poll() is None:
+                    say(f"  {member.recipe}: {progress(member.log)}")
+    return [child.returncode for child in children]
+
+
+def run_together(members: Sequence[Member], overrides: Sequence[str], say: Callable[[str], None] = print,
+                 status_every: float = STATUS_EVERY_S) -> int:
+    """Start every member's ``prac run`` at once, wait for all (saying where each stands every
+    ``status_every`` seconds), and say how each ended; 0 when all completed, 2 when any failed, 130 when
+    interrupted (each child then keeps what it has, and the same command resumes)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise PracError("prac run --together starts its own processes; under accelerate launch or torchrun launch one "
                         "prac run per recipe instead")
@@ -79,7 +110,7 @@ def run_together(members: Sequence[Member], overrides: Sequence[str], say: Calla
         say(f"started {member.recipe} -> {member.output} (log: {member.log})")
     started = time.perf_counter()
     try:
-        codes = [child.wait() for child in children]
+        codes = _wait(children, members, say, status_every)
     except KeyboardInterrupt:
         for child in children:
             if child.poll() is None:

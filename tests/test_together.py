@@ -80,3 +80,26 @@ def test_several_recipes_without_together_run_one_after_another(tmp_path):
     prac_plugin.run(quick_recipe(train={"seed": 1, "epochs": 2}, ticket={"levels": 1}), str(tmp_path / "alone_b"))
     assert (tmp_path / "joint" / "a" / "level_01" / "metrics.json").is_file()
     assert same_folder(tmp_path / "joint" / "b", tmp_path / "alone_b", levels=1)
+
+
+def test_a_members_progress_is_its_bars_last_update(tmp_path):
+    from prac_plugin.together import progress
+
+    log = tmp_path / "a.log"
+    assert progress(log) == "no log yet"
+    log.write_text("")
+    assert progress(log) == "starting"
+    log.write_text("lenet on digits: 3 levels\nlevel  1 ( 80.00% left):   0%|  | 0/21\rlevel  1 ( 80.00% left):  43%|#  | 9/21\r")
+    assert progress(log) == "level  1 ( 80.00% left):  43%|#  | 9/21"
+    log.write_text("x" * 10_000 + "\nRun directory: runs/a\n")
+    assert progress(log) == "Run directory: runs/a"
+
+
+def test_a_joint_run_says_where_each_member_stands_while_it_runs(tmp_path):
+    from prac_plugin.together import Member, run_together
+
+    said = []
+    member = Member(write(tmp_path, "a", quick_recipe(ticket={"levels": 1})), tmp_path / "joint" / "a")
+    assert run_together([member], [], say=said.append, status_every=0.01) == 0
+    status = [line for line in said if line.startswith(f"  {member.recipe}: ")]
+    assert status and said[-1].startswith("1 of 1 runs completed together")  # a process starts slower than 0.2 s
