@@ -161,14 +161,32 @@ def test_what_sharding_cannot_honour_is_refused_in_one_line(tmp_path, monkeypatc
         prac_plugin.run(quick_recipe(train={"sharding": "zero3"}), str(tmp_path / "bad"))
 
 
-def test_cts_under_fsdp2_is_refused_naming_the_strategy(tmp_path):
-    recipe = quick_recipe(train={"sharding": "fsdp2"})
-    recipe["ticket"] = {"strategy": "cts", "densities": [0.05], "ignore": ["fc"], "rewind": "1ep", "search_steps": 2}
-    process = launch(None, recipe, tmp_path, "cts")
-    log, _ = process.communicate(timeout=600)
-    assert process.returncode != 0
-    assert "prac: error: ticket.strategy = 'cts' cannot run with FSDP2 sharding" in log
-    assert not any((tmp_path / "cts").glob("level_*"))
+def _cts_recipe() -> dict:
+    recipe = quick_recipe()
+    recipe["ticket"] = {"strategy": "cts", "densities": [0.05, 0.02], "ignore": ["fc"], "rewind": "1ep", "search_steps": 10,
+                        "search_batch_size": 256}
+    return recipe
+
+
+def _structured_recipe() -> dict:
+    recipe = quick_recipe(model={"name": "cifar_resnet20", "kwargs": {"width": 4}})
+    recipe["ticket"] = {"strategy": "structured", "levels": 2, "fraction": 0.2, "scope": "global", "min_keep": 0.1, "rewind": "1ep"}
+    return recipe
+
+
+@pytest.mark.parametrize("make_recipe", [_cts_recipe, _structured_recipe], ids=["cts", "structured"])
+def test_searched_and_rebuilt_tickets_under_fsdp2_match_ddp(tmp_path, make_recipe):
+    """CTS searches its masks on the plain model (the mask logits' gradients averaged over the processes, as in
+    DDP) and structured rebuilds a smaller model each level; either way the engine shards each level's copy, and
+    the run folder is the DDP run's: the same masks, the same weights to the bit."""
+    recipe = make_recipe()
+    fsdp, ddp = launch(FSDP_CONFIG, recipe, tmp_path, "fsdp"), launch(CPU_CONFIG, recipe, tmp_path, "ddp")
+    finish(fsdp), finish(ddp)
+    for level in range(3):
+        assert metrics(tmp_path / "fsdp", level)["sharding"]["mode"] == "fsdp2"
+        for name in ("mask.safetensors", "weights.safetensors"):
+            left, right = (load_file(tmp_path / d / f"level_{level:02d}" / name) for d in ("fsdp", "ddp"))
+            assert left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left), (level, name)
 
 
 BF16_CHECK = """

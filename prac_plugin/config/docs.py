@@ -78,8 +78,7 @@ SECTION_HELP: dict[str, dict[str, str]] = {
         "compile": "torch.compile: false, true (inductor) or a backend name",
         "cuda_graphs": "capture the training step in a CUDA graph: auto (when it can be), on (an error when it cannot) or off",
         "sharding": "none, or fsdp2: parameters, gradients and optimizer state sharded over the processes while a level trains "
-                    "(also switched on by accelerate launch with an FSDP2 config); needs several processes, ltr or a plugin "
-                    "mask strategy",
+                    "(also switched on by accelerate launch with an FSDP2 config); needs several processes",
     },
     "run": {
         "output_dir": "run folder (default: runs/<recipe name>; --output wins)",

@@ -18,7 +18,6 @@ from .level import LevelLifecycle
 from ..models.factory import model_kwargs
 from .engine import Engine, build_engine
 from ..config.recipes import Recipe
-from ..errors import PracError
 from ..rundir.report import write_summary
 from ..tickets.rewind import RewindPoint, resolve_rewind_step
 from ..rundir.folder import RunDirectory
@@ -113,9 +112,6 @@ def _start(recipe: Recipe, output_dir: str, log) -> _Run:
     ticket = registry.get("ticket", recipe.ticket.strategy)(recipe.ticket, ticket_context(engine, run_dir))
     selection = registry.get("data_selection", recipe.data_selection.strategy)(
         recipe.data_selection, selection_context(engine, run_dir, ticket))
-    if engine.sharding is not None and ticket.traits.unsharded:
-        raise PracError(f"ticket.strategy = {recipe.ticket.strategy!r} cannot run with FSDP2 sharding: {ticket.traits.unsharded}; "
-                        "set train.sharding: none and launch without an FSDP config (DDP)")
     _check_first_level(engine, ticket, selection)
     if accelerator.is_main_process:
         run_dir.create()  # only now: a recipe that fails validation above leaves nothing behind

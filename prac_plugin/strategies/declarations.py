@@ -62,9 +62,7 @@ class TicketTraits:
     training, not the levels between (the cost of a ticket: `finding_levels`, `cost_levels`). ``magnitude_masks``: masks are pruned by
     magnitude from the previous level's weights (so inverted scores are a sanity check). ``changes_architecture``:
     each level is a smaller model, not a mask on the dense one. ``analyses``: which of `ANALYSES` apply, and
-    ``not_applicable``: why the others do not (said in one line when a user asks for one). ``unsharded``: why
-    the strategy cannot run with FSDP2 sharding (`prac_plugin.engine.sharding`), empty when it can: a strategy
-    that plans masks from the previous level's plain model, as most do, can.
+    ``not_applicable``: why the others do not (said in one line when a user asks for one).
     """
 
     levels_option: Optional[str] = "levels"
@@ -73,7 +71,6 @@ class TicketTraits:
     changes_architecture: bool = False
     analyses: frozenset = frozenset(ANALYSES)
     not_applicable: str = ""
-    unsharded: str = ""
 
     # the cost of a ticket: one rule for `prac report` (a level's ticket as the run trained it) and `prac retrain`
     # (its mask trained again on the full data) ------------------------------------------------------------------

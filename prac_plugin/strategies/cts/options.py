@@ -88,8 +88,7 @@ class CTSOptions(StrategyOptions):
 CTS = StrategySpec(
     "ticket", "cts", CTSOptions, "prac_plugin.strategies.cts.strategy:ConcreteTicketSearch",
     traits=TicketTraits(levels_option=None, independent_levels=True, analyses=frozenset({"sanity", "stability"}),
-                        not_applicable="its levels are searched at the rewind point, not pruned from the previous level on a subset",
-                        unsharded="its mask search has not been made to run on sharded parameters"),
+                        not_applicable="its levels are searched at the rewind point, not pruned from the previous level on a subset"),
     description="Concrete Ticket Search: each level's mask searched at the rewind point for one target density, levels independent",
     starter=Starter(
         {"densities": [0.05, 0.02, 0.01], "ignore": ["fc"], "rewind": "1ep", "search_at": "rewind", "objective": "reverse_kl",

@@ -51,8 +51,7 @@ def floor_note(metrics: dict) -> str:
 STRUCTURED = StrategySpec(
     "ticket", "structured", StructuredOptions, "prac_plugin.strategies.structured.strategy:StructuredTicket",
     traits=TicketTraits(changes_architecture=True, analyses=frozenset(),
-                        not_applicable="its tickets are smaller architectures, not masks on the dense model",
-                        unsharded="each level is a new, smaller model built with torch-pruning, which needs whole tensors"),
+                        not_applicable="its tickets are smaller architectures, not masks on the dense model"),
     description="structured tickets: whole channels removed by group magnitude, each level a smaller timm model",
     starter=Starter(
         {"levels": 4, "fraction": 0.2, "scope": "global", "min_keep": 0.1, "rewind": "1ep"},
