@@ -14,7 +14,7 @@ What a sharded level does, and why it gives one process's files:
   process takes part). BatchNorm buffers are not sharded and FSDP2 does not synchronize them; they are taken
   from process 0, as DDP's buffer broadcast does, so a sharded run keeps the buffers a DDP run keeps.
 - Optimizer state crosses the boundary in the single-process layout (`full_optimizer_state`,
-  `local_optimizer_state`): checkpoints and the rewind point read back into any number of processes.
+  `local_optimizer_state`): checkpoints and the rewind point are the files a DDP run writes.
 
 Launch: ``train.sharding: fsdp2`` in the recipe (``torchrun``), or Accelerate's FSDP config with
 ``fsdp_version: 2`` (`effective_sharding`). On a CPU Accelerate does not shard (it joins the processes as
