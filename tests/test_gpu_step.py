@@ -53,3 +53,18 @@ def test_the_docstring_gives_the_gpu_command():
     doc = gpu_step.__doc__
     assert "benchmarks/gpu_step.py --data .gpu_stage/data --output $OUT/gpu_step --tests" in doc
     assert "gpu_prepare.sh" in doc and "--dry-run" in doc
+
+
+def test_the_streams_measurement_runs_its_three_arrangements_on_a_cpu(tmp_path):
+    """benchmarks/gpu_streams.py, ready for the next GPU lease: its dry run (tiny, uncaptured, two processes)
+    measures one run alone, two in one process and two processes, and writes its figures."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_streams.py"), "--dry-run", "--output", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "gpu_streams.json").read_text())
+    assert record["captured"] is False and record["runs"] == 2
+    assert all(record[f"{k}_images_per_s"] > 0 for k in ("alone", "streams", "processes"))
+    assert "2 processes" in (tmp_path / "gpu_streams.md").read_text()
