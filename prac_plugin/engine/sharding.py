@@ -107,11 +107,12 @@ class Sharding:
     @staticmethod
     def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
         """The optimizer's ``state_dict`` with every sharded tensor gathered whole, on the CPU: the layout one
-        process's optimizer has (a collective)."""
+        process's optimizer has (a collective). A snapshot: unlike ``state_dict``, whose plain tensors (Adam's
+        ``step``) are the live ones, nothing in it moves when training goes on."""
         state = optimizer.state_dict()
         full = {}
         for key, values in state["state"].items():
-            full[key] = {name: (value.full_tensor().cpu() if isinstance(value, DTensor) else value) for name, value in values.items()}
+            full[key] = {name: _snapshot(value) for name, value in values.items()}
         return {"state": full, "param_groups": state["param_groups"]}
 
     @staticmethod
@@ -124,6 +125,12 @@ class Sharding:
             param = params[int(key)]
             local[key] = {name: _like_param(value, param) for name, value in values.items()}
         return {"state": local, "param_groups": state["param_groups"]}
+
+
+def _snapshot(value: Any) -> Any:
+    if isinstance(value, DTensor):
+        return value.full_tensor().cpu()
+    return value.detach().to("cpu", copy=True) if isinstance(value, torch.Tensor) else value
 
 
 def _like_param(value: Any, param: torch.Tensor) -> Any:
