@@ -63,6 +63,7 @@ def _last_error(log: Path) -> str:
 
 
 STATUS_EVERY_S = 60.0  # how often a joint run says where each member stands
+INTERRUPT_GRACE_S = 10.0  # how long an interrupted joint run lets its members stop on their own
 
 
 def progress(log: Path, width: int = 100) -> str:
@@ -112,8 +113,13 @@ def run_together(members: Sequence[Member], overrides: Sequence[str], say: Calla
     try:
         codes = _wait(children, members, say, status_every)
     except KeyboardInterrupt:
+        # Ctrl-C at a terminal reaches every child as well (one process group); a second SIGINT would interrupt
+        # its own clean stop, so only a child still running after a grace period (the parent alone was
+        # signalled) gets one
         for child in children:
-            if child.poll() is None:
+            try:
+                child.wait(timeout=INTERRUPT_GRACE_S)
+            except subprocess.TimeoutExpired:
                 child.send_signal(signal.SIGINT)
         for child in children:
             child.wait()

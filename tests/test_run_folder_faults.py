@@ -342,3 +342,11 @@ def test_comparing_run_folders_reads_the_recorded_recipes(run_copy, tmp_path):
     metrics = json.loads((other / "level_01" / "metrics.json").read_text())
     (other / "level_01" / "metrics.json").write_text(json.dumps({**metrics, "optimizer_steps": 1}))  # not a timing
     assert "JSON differs: level_01/metrics.json" in script.compare(run_copy, other)
+    # a key a change added to the record (absent from an older run's) is left out only when named, and only it
+    older = {k: v for k, v in metrics.items() if k != "sharding"}
+    assert "sharding" in metrics
+    (other / "level_01" / "metrics.json").write_text(json.dumps(older))
+    assert "JSON differs: level_01/metrics.json" in script.compare(run_copy, other)
+    assert "JSON differs: level_01/metrics.json" not in script.compare(run_copy, other, ("sharding",))
+    (other / "level_01" / "metrics.json").write_text(json.dumps({**older, "optimizer_steps": 1}))
+    assert "JSON differs: level_01/metrics.json" in script.compare(run_copy, other, ("sharding",))

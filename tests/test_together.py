@@ -103,3 +103,31 @@ def test_a_joint_run_says_where_each_member_stands_while_it_runs(tmp_path):
     assert run_together([member], [], say=said.append, status_every=0.01) == 0
     status = [line for line in said if line.startswith(f"  {member.recipe}: ")]
     assert status and said[-1].startswith("1 of 1 runs completed together")  # a process starts slower than 0.2 s
+
+
+def test_ctrl_c_stops_every_member_resumably(tmp_path):
+    """Ctrl-C at a terminal (SIGINT to the whole process group): each member stops on its own, once, the joint
+    run says so and exits 130, and the same command then finishes every run."""
+    import signal
+    import time
+
+    paths = [write(tmp_path, name, quick_recipe(train={"seed": seed, "epochs": 12}, ticket={"levels": 1},
+                                                run={"tracker": "none", "checkpoint_every": "5it"}))
+             for name, seed in (("a", 0), ("b", 1))]
+    command = [sys.executable, "-m", "prac_plugin", "run", *paths, "--together", "-o", "joint"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    joint = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=env, start_new_session=True)  # its own group: the terminal's Ctrl-C, not pytest's
+    deadline = time.monotonic() + 600  # a hang guard
+    while not all(any((tmp_path / "joint" / n / "checkpoints").glob("level_00-step_*/meta.json")) for n in ("a", "b")):
+        assert joint.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(joint.pid, signal.SIGINT)
+    out, _ = joint.communicate(timeout=600)
+    assert joint.returncode == 130 and "prac: interrupted" in out, out
+    for name in ("a", "b"):
+        log = (tmp_path / "joint" / f"{name}.log").read_text()
+        assert "prac: interrupted; re-run the same command" in log and "Traceback" not in log, log[-2000:]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0 and "2 of 2 runs completed together" in result.stdout
+    assert all((tmp_path / "joint" / n / "level_01" / "metrics.json").is_file() for n in ("a", "b"))

@@ -20,7 +20,7 @@ from ..errors import PracError
 from ..config.recipes import Recipe
 from ..data.sources import BatchSource, DataBundle, load_data, resolve_normalization
 from ..models.factory import create_model
-from .sharding import Sharding, effective_sharding
+from .sharding import Sharding, sharding_for
 from .trainer import LevelSchedule, Trainer
 
 
@@ -142,18 +142,3 @@ def build_engine(recipe: Recipe, run_dir: Path) -> Engine:
     return Engine(recipe, accelerator, data, (mean, std, norm_source), sources, Trainer(accelerator, train_cfg, sources), model,
                   sharding_for(recipe, accelerator))
 
-
-def sharding_for(recipe: Recipe, accelerator: Accelerator) -> Optional[Sharding]:
-    """FSDP2 sharding when the recipe or the launcher asks for it, and what it cannot honour refused in one line."""
-    if effective_sharding(recipe.train.sharding) == "none":
-        return None
-    if accelerator.num_processes < 2:
-        raise PracError("FSDP2 sharding (train.sharding = 'fsdp2' or an FSDP launcher config) needs several processes; "
-                        "this run has one: launch it with torchrun or accelerate launch, or set train.sharding: none")
-    precision = str(accelerator.mixed_precision)
-    if precision not in ("no", "bf16"):
-        raise PracError(f"FSDP2 sharding trains in fp32 or bf16; train.mixed_precision = {precision!r} is not supported with it")
-    if recipe.train.compile:
-        raise PracError("FSDP2 sharding with train.compile is not supported yet; set train.compile: false")
-    reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() in ("1", "true", "yes")
-    return Sharding(precision, reshard)

@@ -23,7 +23,7 @@ import torch
 
 from ..version import __version__
 from .checkpoint import Checkpoint, LevelCheckpoints, rng_state, set_rng_state
-from ..compat.accelerate_private import release_optimizer
+from ..compat.accelerate_private import release_optimizer, unwrapped_optimizer
 from ..errors import PracError
 from ..rundir.files import state_to_cpu
 from ..rundir.folder import FORMAT_VERSION, RunDirectory
@@ -33,7 +33,7 @@ from ..tickets.rewind import RewindPoint, resolve_rewind_step, rewind_record, re
 from ..strategies.base import SIZE_KEYS, LevelPlan, PreviousLevel, StartPoint
 from .health import MaskHealth, chance_ceiling, empty_layers, start_point_accuracy
 from .engine import Engine
-from .sharding import FullStateOptimizer, on_plain_model
+from .sharding import FullStateOptimizer
 from .trainer import (BatchObserver, DivergedError, EpochHook, LevelSchedule, Trainer, TrainProgress, TrainResult,
                       create_optimizer)
 
@@ -257,7 +257,7 @@ class LevelLifecycle:
         """An optimizer state in the single-process layout (a rewind point's, a checkpoint's), as this level's
         optimizer takes it: sharded like its parameters when the level is."""
         sharding = self.engine.sharding
-        return state if sharding is None else sharding.local_optimizer_state(state, getattr(optimizer, "optimizer", optimizer))  # inside Accelerate's wrapper
+        return state if sharding is None else sharding.local_optimizer_state(state, unwrapped_optimizer(optimizer)[0] or optimizer)
 
     def _refresh_plain(self) -> None:
         """A sharded level: the plain model takes the shards' current weights (every process calls it)."""
@@ -270,17 +270,19 @@ class LevelLifecycle:
         engine = self.engine
         if engine.sharding is None:
             return plan.step_callbacks, start.epoch_hook
-        plain = engine.unwrapped
-        callbacks = {step: on_plain_model(callback, self._refresh_plain, plain) for step, callback in plan.step_callbacks.items()}
-        hook = start.epoch_hook
-        if hook is None:
-            return callbacks, None
+        plain, hook = engine.unwrapped, start.epoch_hook
+
+        def on_plain(callback):
+            def called(_model, optimizer):
+                self._refresh_plain()
+                return callback(plain, FullStateOptimizer(optimizer))  # every process calls callbacks at the same step
+            return called
 
         def epoch_hook(epochs: int, _model) -> bool:
             self._refresh_plain()
             return hook(epochs, plain)
 
-        return callbacks, epoch_hook
+        return {step: on_plain(callback) for step, callback in plan.step_callbacks.items()}, (epoch_hook if hook else None)
 
     # train -----------------------------------------------------------------------------------------------------
     def train(self, level: int, plan: LevelPlan, start: TrainingStart, positions: torch.Tensor, schedule: LevelSchedule,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -36,12 +36,20 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 
 from ..errors import PracError
 
+if TYPE_CHECKING:
+    from ..config.recipes import Recipe
+
 SHARDING_OPTIONS = ("none", "fsdp2")
+
+
+def _launcher_flag(name: str, default: bool) -> bool:
+    """A yes/no setting ``accelerate launch`` passes to its processes in the environment."""
+    return os.environ.get(name, str(default)).lower() in ("1", "true", "yes")
 
 
 def _launcher_sharding() -> str:
     """What ``accelerate launch`` asks for: ``fsdp2``, or ``none`` when it launched without an FSDP config."""
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() not in ("1", "true", "yes"):
+    if not _launcher_flag("ACCELERATE_USE_FSDP", False):
         return "none"
     version = os.environ.get("FSDP_VERSION", "1")
     if version != "2":
@@ -152,12 +160,16 @@ class FullStateOptimizer:
         return self._state
 
 
-def on_plain_model(callback: Callable, refresh: Callable[[], None], plain: nn.Module) -> Callable:
-    """A step callback ``(model, optimizer)`` of a sharded level: the plain model refreshed, then the callback
-    called with it and the optimizer's full state."""
-
-    def called(_model, optimizer):
-        refresh()
-        return callback(plain, FullStateOptimizer(optimizer))
-
-    return called
+def sharding_for(recipe: "Recipe", accelerator) -> Optional["Sharding"]:
+    """FSDP2 sharding when the recipe or the launcher asks for it, and what it cannot honour refused in one line."""
+    if effective_sharding(recipe.train.sharding) == "none":
+        return None
+    if accelerator.num_processes < 2:
+        raise PracError("FSDP2 sharding (train.sharding = 'fsdp2' or an FSDP launcher config) needs several processes; "
+                        "this run has one: launch it with torchrun or accelerate launch, or set train.sharding: none")
+    precision = str(accelerator.mixed_precision)
+    if precision not in ("no", "bf16"):
+        raise PracError(f"FSDP2 sharding trains in fp32 or bf16; train.mixed_precision = {precision!r} is not supported with it")
+    if recipe.train.compile:
+        raise PracError("FSDP2 sharding with train.compile is not supported yet; set train.compile: false")
+    return Sharding(precision, _launcher_flag("FSDP_RESHARD_AFTER_FORWARD", True))
